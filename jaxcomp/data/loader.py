@@ -1,0 +1,138 @@
+"""The grain loader: seeded random crops and flips, per-host sharding, batches with an optional device axis.
+
+Reproducibility: grain derives each record's `np.random.Generator` from the loader seed and the record's position
+in the global (pre-shard) sampling order, so the order, the crops and the flips depend only on `seed` — not on the
+number of worker processes — and resuming from `iterator.get_state()` continues exactly where it left off.
+
+Small-image rule: an image smaller than the crop in height or width is first reflect-padded (`numpy.pad`,
+`mode="reflect"`, the edge pixel not repeated) to at least the crop size, with the padding split evenly between the
+two sides (the extra pixel of an odd amount goes after). We pad rather than upscale because resampling would blur
+the image and make it artificially easy to compress; padding keeps every pixel as captured.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import grain.python as grain
+import numpy as np
+
+from jaxcomp.errors import ConfigError
+
+
+def pad_to_at_least(image_HWC: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Reflect-pads `image_HWC` so that H >= height and W >= width (the module's small-image rule)."""
+  h, w = image_HWC.shape[:2]
+  ph, pw = max(height - h, 0), max(width - w, 0)
+  if ph == 0 and pw == 0:
+    return image_HWC
+  # numpy's reflect cannot mirror a 1-pixel axis; repeating the only pixel is the only sensible extension there.
+  mode_h = "reflect" if h > 1 else "edge"
+  mode_w = "reflect" if w > 1 else "edge"
+  out = np.pad(image_HWC, ((ph // 2, ph - ph // 2), (0, 0), (0, 0)), mode=mode_h)
+  return np.pad(out, ((0, 0), (pw // 2, pw - pw // 2), (0, 0)), mode=mode_w)
+
+
+class RandomCropFlip(grain.RandomMapTransform):
+  """`{"image": [H, W, C], ...}` -> `{"image": [h, w, C]}`: small-image pad, uniform random crop, optional h-flip.
+
+  Other keys (e.g. the `name` string) are dropped so records batch into plain arrays.
+  """
+
+  def __init__(self, crop_size: tuple[int, int], flips: bool = True):
+    self.crop_h, self.crop_w = crop_size
+    self.flips = flips
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    img = pad_to_at_least(element["image"], self.crop_h, self.crop_w)
+    h, w = img.shape[:2]
+    y = int(rng.integers(0, h - self.crop_h + 1))
+    x = int(rng.integers(0, w - self.crop_w + 1))
+    out = img[y:y + self.crop_h, x:x + self.crop_w]
+    # Always draw, so the stream of random numbers (hence later crops) does not depend on `flips`.
+    if rng.random() < 0.5 and self.flips:
+      out = out[:, ::-1]
+    return {"image": np.ascontiguousarray(out)}
+
+
+class SplitDevices(grain.MapTransform):
+  """Reshapes every batch leaf `[B, ...]` to `[num_devices, B // num_devices, ...]` for `pmap`."""
+
+  def __init__(self, num_devices: int):
+    self.num_devices = num_devices
+
+  def map(self, element: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: v.reshape((self.num_devices, v.shape[0] // self.num_devices) + v.shape[1:])
+            for k, v in element.items()}
+
+
+def _crop_hw(crop_size: int | Sequence[int]) -> tuple[int, int]:
+  hw = (crop_size, crop_size) if isinstance(crop_size, (int, np.integer)) else tuple(crop_size)
+  if len(hw) != 2 or any(int(v) != v or v < 1 for v in hw):
+    raise ConfigError(f"crop_size={crop_size!r}: must be a positive int or a pair (height, width)")
+  return int(hw[0]), int(hw[1])
+
+
+def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+  if (shard_index is None) != (shard_count is None):
+    raise ConfigError(f"shard_index={shard_index}, shard_count={shard_count}: give both or neither")
+  if shard_index is None:
+    import jax  # noqa: PLC0415 - only the default needs it; workers never reach this
+
+    shard_index, shard_count = jax.process_index(), jax.process_count()
+  if not 0 <= shard_index < shard_count:
+    raise ConfigError(f"shard_index={shard_index}: must be in [0, shard_count={shard_count})")
+  return int(shard_index), int(shard_count)
+
+
+def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequence[int], global_batch_size: int,
+                seed: int, num_epochs: int | None = None, shuffle: bool = True, flips: bool = True,
+                num_workers: int = 0, shard_index: int | None = None, shard_count: int | None = None,
+                num_devices: int | None = None, transforms: Sequence[grain.Transformation] = (),
+                worker_buffer_size: int = 2) -> grain.DataLoader:
+  """A grain DataLoader of random crops from `source` (records `{"image": uint8 [H, W, C], ...}`).
+
+  Iterating yields `{"image": uint8 [B, h, w, C], ...}` with `B = global_batch_size // shard_count` (this host's
+  share), or `[num_devices, B // num_devices, h, w, C]` when `num_devices` is given; keys added by `transforms`
+  (e.g. `jaxcomp.data.transforms.Degrade`) are batched the same way. The iterator's `get_state()` /
+  `set_state()` checkpoint and restore the position.
+
+  Args:
+    source: e.g. `jaxcomp.data.get_source(...)`.
+    crop_size: crop height = width, or `(height, width)`.
+    global_batch_size: batch over all hosts; must divide by `shard_count` (and the host batch by `num_devices`).
+    seed: fixes the order, crops and flips.
+    num_epochs: passes over the data, `None` for endless.
+    shuffle: shuffle the order each epoch.
+    flips: random horizontal flips (probability 1/2).
+    num_workers: grain worker processes (0: read in this process). Does not change the batches.
+    shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`. Hosts
+      see disjoint records; a remainder that does not divide by `shard_count` is dropped so all hosts take the same
+      number of steps. Incomplete last batches are dropped too (static shapes).
+    num_devices: add a leading device axis for `pmap`.
+    transforms: grain transforms applied to each cropped record before batching.
+    worker_buffer_size: batches each worker prepares ahead.
+
+  Raises:
+    ConfigError: bad sizes or shard arguments.
+  """
+  crop_hw = _crop_hw(crop_size)
+  shard_index, shard_count = _shard(shard_index, shard_count)
+  if global_batch_size < 1 or global_batch_size % shard_count:
+    raise ConfigError(f"global_batch_size={global_batch_size}: must be a positive multiple of "
+                      f"shard_count={shard_count}")
+  host_batch = global_batch_size // shard_count
+  if num_devices is not None and (num_devices < 1 or host_batch % num_devices):
+    raise ConfigError(f"num_devices={num_devices}: must divide the per-host batch {host_batch}")
+  if num_epochs is not None and num_epochs < 1:
+    raise ConfigError(f"num_epochs={num_epochs}: must be >= 1 or None")
+  if len(source) < shard_count:
+    raise ConfigError(f"{source!r} has {len(source)} record(s), fewer than shard_count={shard_count}")
+  sampler = grain.IndexSampler(num_records=len(source), shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+  ops: list[Any] = [RandomCropFlip(crop_hw, flips), *transforms, grain.Batch(host_batch, drop_remainder=True)]
+  if num_devices is not None:
+    ops.append(SplitDevices(num_devices))
+  return grain.DataLoader(
+      data_source=source, sampler=sampler, operations=ops, worker_count=num_workers,
+      worker_buffer_size=worker_buffer_size,
+      shard_options=grain.ShardOptions(shard_index, shard_count, drop_remainder=True))
