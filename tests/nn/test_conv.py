@@ -1,0 +1,85 @@
+"""conv_transpose: forward equals flax.linen.ConvTranspose / lax.conv_transpose; the custom VJP equals autodiff."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxcomp.nn import ConvTranspose, conv_transpose, same_upsampling_padding, torch_padding
+
+# (kernel, strides, padding, input HW): the CompressAI deconv(5, 2), the BLS 9x9/4, stride 1, an asymmetric case, and
+# one whose high padding exceeds k - 1 (negative padding in the adjoint strided conv).
+CASES = [
+    (5, (2, 2), (same_upsampling_padding(5, 2),) * 2, (4, 5)),
+    (9, (4, 4), (same_upsampling_padding(9, 4),) * 2, (3, 3)),
+    (3, (1, 1), ((1, 1), (1, 1)), (5, 4)),
+    (4, (2, 3), ((1, 2), (0, 3)), (3, 4)),
+    (3, (2, 2), ((0, 4), (2, 5)), (3, 3)),
+]
+
+
+def _ref(x, k, strides, padding):
+  return lax.conv_transpose(x, k, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_padding_helpers_match_pytorch_output_size():
+  for k, s, p, op in [(5, 2, 2, 1), (9, 4, 4, 3), (3, 1, 1, 0)]:
+    lo, hi = torch_padding(k, s, p, op)
+    h = 7
+    dilated = (h - 1) * s + 1 + lo + hi
+    assert dilated - k + 1 == (h - 1) * s - 2 * p + k + op
+  assert same_upsampling_padding(5, 2) == (2, 3)
+
+
+@pytest.mark.parametrize("k,strides,padding,hw", CASES)
+def test_forward_and_gradients_match_autodiff(k, strides, padding, hw):
+  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (2, *hw, 3))
+  kern = jax.random.normal(kk, (k, k, 3, 4)) / k
+  y = conv_transpose(x, kern, strides, padding)
+  y_ref = _ref(x, kern, strides, padding)
+  chex.assert_equal_shape([y, y_ref])
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+
+  g = jax.random.normal(kg, y.shape)
+  loss = lambda f: (lambda x, k: jnp.sum(f(x, k, strides, padding) * g))
+  dx, dk = jax.grad(loss(conv_transpose), argnums=(0, 1))(x, kern)
+  dx_ref, dk_ref = jax.grad(loss(_ref), argnums=(0, 1))(x, kern)
+  chex.assert_trees_all_equal_shapes((dx, dk), (x, kern))
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_module_equals_flax_conv_transpose_and_doubles_size():
+  x = jax.random.normal(jax.random.key(1), (2, 6, 5, 4))
+  ours = ConvTranspose(features=3, kernel_size=5, strides=2)
+  ref = nn.ConvTranspose(features=3, kernel_size=(5, 5), strides=(2, 2), padding=((2, 3), (2, 3)))
+  params = ours.init(jax.random.key(2), x)
+  ref_params = ref.init(jax.random.key(3), x)
+  chex.assert_trees_all_equal_shapes(params, ref_params)
+  params = jax.tree.map(lambda a: a + 0.1, ref_params)  # nonzero bias too
+  y = ours.apply(params, x)
+  chex.assert_shape(y, (2, 12, 10, 3))
+  np.testing.assert_allclose(y, ref.apply(params, x), rtol=1e-5, atol=1e-5)
+
+  f = lambda mod: (lambda p, x: jnp.sum(jnp.sin(mod.apply(p, x))))
+  g_ours = jax.grad(f(ours), argnums=(0, 1))(params, x)
+  g_ref = jax.grad(f(ref), argnums=(0, 1))(params, x)
+  chex.assert_trees_all_close(g_ours, g_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_second_order_jvp_of_gradient_is_finite():
+  # Custom VJP functions are still differentiable in forward mode through the VJP's own ops (needed by e.g. hvp).
+  x = jax.random.normal(jax.random.key(4), (1, 3, 3, 2))
+  k = jax.random.normal(jax.random.key(5), (5, 5, 2, 2))
+  f = lambda k: jnp.sum(conv_transpose(x, k, (2, 2), ((2, 3), (2, 3))) ** 2)
+  g = jax.grad(f)(k)
+  assert np.all(np.isfinite(g))
+
+
+def test_bad_padding_string_rejected():
+  with pytest.raises(ValueError, match="padding"):
+    ConvTranspose(features=2, padding="SAME").init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)))
