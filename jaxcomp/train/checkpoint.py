@@ -55,7 +55,8 @@ def flat_shapes(tree: PyTree) -> dict[str, tuple[tuple[int, ...], str]]:
 def compare_shapes(saved: PyTree, target: PyTree, *, what: str) -> None:
   """Raises CheckpointError naming the first leaf that is missing, extra, or of another shape/dtype."""
   a, b = flat_shapes(saved), flat_shapes(target)
-  for name in sorted(set(a) | set(b)):
+  # Parameters first: they name the layer a user changed; optimizer state and statistics mismatch as a consequence.
+  for name in sorted(set(a) | set(b), key=lambda n: ("params" not in n.split("/"), n)):
     if name not in a:
       raise CheckpointError(f"{what}: checkpoint has no '{name}' that this config's model needs (other config?)")
     if name not in b:
@@ -73,9 +74,11 @@ def _manager(directory: pathlib.Path, *, keep: int, best_metric: str | None, bes
     policies.append(pp.BestN(get_metric_fn=lambda m: float(m[best_metric]), reverse=(best_mode == "min"), n=1,
                              keep_checkpoints_without_metrics=False))
   # Readers use create=False rather than read_only=True, which only differs by logging warnings.
+  # best_fn/best_mode also make orbax persist each step's metrics, so the ranking survives a restart.
+  best = dict(best_fn=lambda m: float(m[best_metric]), best_mode=best_mode) if best_metric else {}
   options = ocp.CheckpointManagerOptions(
       preservation_policy=pp.AnyPreservationPolicy(policies), create=not read_only,
-      enable_async_checkpointing=not read_only)
+      enable_async_checkpointing=not read_only, **best)
   handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
               "data": grain.checkpoint.CheckpointHandler()}
   return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
@@ -125,6 +128,7 @@ class Checkpointer:
     self.config = config_to_dict(config)
     self.every = int(every)
     self.best_metric = best_metric
+    self.best_mode = best_mode
     old = saved_config(workdir)
     if old is not None and old.get("method") != self.config.get("method"):
       raise CheckpointError(
@@ -183,7 +187,14 @@ class Checkpointer:
     return list(self._mngr.all_steps())
 
   def best_step(self) -> int | None:
-    return self._mngr.best_step() if self.best_metric else None
+    """The kept step with the best `best_metric` (None without a best metric or ranked checkpoints)."""
+    if not self.best_metric:
+      return None
+    ranked = [(m[self.best_metric], s) for s in self._mngr.all_steps()
+              if (m := self._mngr.metrics(s)) and self.best_metric in m]
+    if not ranked:
+      return None
+    return (min(ranked) if self.best_mode == "min" else max(ranked))[1]
 
   def wait(self) -> None:
     """Blocks until the asynchronous save in flight (if any) is on disk."""

@@ -1,0 +1,316 @@
+"""`jaxcomp` command line: a thin layer that parses flags and dispatches to the methods and the harness.
+
+  jaxcomp list
+  jaxcomp train --config configs/<method>.py[:variant] --workdir DIR [--config.key=value ...]
+  jaxcomp eval --workdir DIR (--data FOLDER | --dataset NAME)
+  jaxcomp compress --workdir DIR in.png out.jxc
+  jaxcomp decompress --workdir DIR in.jxc out.png
+
+Flags follow absl / ml_collections config_flags (the big_vision / flax-examples convention). Any user error prints
+`jaxcomp: error: <one line>` and exits with code 2; outputs are written atomically, so none is left half-written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import pathlib
+import re
+import sys
+import types
+from typing import Any, Sequence
+
+from absl import flags
+from ml_collections import config_flags
+
+from jaxcomp.errors import ConfigError, DataError, JaxcompError
+
+COMMANDS = ("list", "train", "eval", "compress", "decompress")
+USAGE = __doc__.split("\n\n")[1]
+_REPO_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def _define_flags() -> flags.FlagValues:
+  # A private FlagValues, so main() can run several times in one process (tests) and never clashes with absl.FLAGS.
+  fv = flags.FlagValues()
+  fv.set_gnu_getopt(True)  # flags may follow positional arguments (`compress in.png out.jxc --workdir RUN`)
+  config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:variant]", flag_values=fv, lock_config=True)
+  flags.DEFINE_string("workdir", None, "run folder: checkpoints, logs, saved config", flag_values=fv)
+  flags.DEFINE_string("data", None, "eval: an image folder", flag_values=fv)
+  flags.DEFINE_string("dataset", None, "eval: a tfds dataset name, or 'sample'", flag_values=fv)
+  flags.DEFINE_integer("step", None, "eval/compress/decompress: checkpoint step (default: latest)", flag_values=fv)
+  flags.DEFINE_string("configs_dir", None, "list: folder of config files (default: ./configs or the repo's)",
+                      flag_values=fv)
+  return fv
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config files.
+
+
+def _config_arg(argv: Sequence[str]) -> str | None:
+  for i, a in enumerate(argv):
+    if a in ("--config", "-config") and i + 1 < len(argv):
+      return argv[i + 1]
+    if a.startswith(("--config=", "-config=")):
+      return a.split("=", 1)[1]
+  return None
+
+
+def _load_config_module(path: pathlib.Path) -> types.ModuleType:
+  spec = importlib.util.spec_from_file_location(f"_jaxcomp_config_{path.stem}", path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"config file {path} is not a Python file")
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:
+    raise ConfigError(f"config file {path} fails to load: {type(e).__name__}: {e}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"config file {path} defines no get_config()")
+  return module
+
+
+def variants(module: types.ModuleType) -> dict[str, str]:
+  """The config file's `VARIANTS = {name: one-line description}` (empty when it declares none)."""
+  v = getattr(module, "VARIANTS", None)
+  return dict(v) if isinstance(v, dict) else {}
+
+
+def _check_config_file(spec: str) -> None:
+  """Clear errors for a missing file or an unknown variant, before config_flags runs get_config."""
+  path_str, _, variant = spec.partition(":")
+  path = pathlib.Path(path_str)
+  if not path.is_file():
+    raise ConfigError(f"config file {path_str} not found")
+  module = _load_config_module(path)
+  known = variants(module)
+  if variant and known and variant not in known:
+    raise ConfigError(f"unknown variant {variant!r} for {path_str} (known: {', '.join(known)})")
+
+
+def _flag_error(e: Exception) -> ConfigError:
+  """One line for an absl / config_flags parse error."""
+  msg = str(e)
+  if isinstance(e, flags.UnrecognizedFlagError):
+    return ConfigError(f"unknown flag --{getattr(e, 'flagname', msg)}")
+  if isinstance(e, (AttributeError, KeyError)):
+    # config_flags raises these for --config.<key> naming no field of the locked config.
+    lines = [ln.strip().strip("'\"") for ln in msg.replace("\\n", "\n").splitlines() if ln.strip()]
+    key = lines[0].strip("'\"") if lines else msg
+    hint = f" ({lines[-1]})" if len(lines) > 1 else ""
+    return ConfigError(f"unknown config key {key!r}{hint}")
+  if "Traceback" in msg:  # get_config raised: keep the flag and the exception line, drop the traceback
+    lines = [ln for ln in msg.splitlines() if ln.strip()]
+    return ConfigError(f"{lines[0].rstrip(':')} {lines[-1].strip()}")
+  return ConfigError(" ".join(msg.split()))
+
+
+def _parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
+  fv = _define_flags()
+  spec = _config_arg(argv)
+  if spec is not None:
+    _check_config_file(spec)
+  try:
+    rest = fv(["jaxcomp", *argv])
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    raise _flag_error(e) from None
+  return fv, list(rest[1:])
+
+
+def _get_config(fv: flags.FlagValues):
+  try:
+    config = fv.config
+  except (flags.Error, AttributeError, IOError, ValueError) as e:
+    raise _flag_error(e) from None
+  if config is None:
+    raise ConfigError("--config is required: --config configs/<method>.py[:variant]")
+  if "method" not in config:
+    raise ConfigError(f"config {fv['config'].config_filename} sets no 'method'")
+  return config
+
+
+def _workdir(fv: flags.FlagValues, must_exist: bool) -> pathlib.Path:
+  if not fv.workdir:
+    raise ConfigError("--workdir is required")
+  workdir = pathlib.Path(fv.workdir)
+  if must_exist and not workdir.is_dir():
+    raise ConfigError(f"workdir {workdir} does not exist")
+  return workdir
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands.
+
+
+def cmd_list(fv: flags.FlagValues, args: list[str]) -> int:
+  from jaxcomp import methods
+  if args:
+    raise ConfigError(f"list takes no arguments, got {args}")
+  print("methods:")
+  for name, problem in methods.available().items():
+    print(f"  {name:<14s} {methods.METHODS[name] if problem is None else '(not available: ' + problem + ')'}")
+  candidates = [pathlib.Path(fv.configs_dir)] if fv.configs_dir else [pathlib.Path("configs"), _REPO_CONFIGS]
+  folder = next((c for c in candidates if c.is_dir()), None)
+  if folder is None:
+    raise DataError(f"configs folder {candidates[0]} not found")
+  print(f"configs ({folder}):")
+  for path in sorted(folder.glob("*.py")):
+    if path.name.startswith("_"):
+      continue
+    try:
+      module = _load_config_module(path)
+    except ConfigError as e:
+      print(f"  {path.name}: {e}")
+      continue
+    described = variants(module) or {"": (module.__doc__ or "").strip().splitlines()[0:1] or ["(no VARIANTS)"]}
+    for variant, description in described.items():
+      if isinstance(description, list):
+        description = description[0] if description else ""
+      target = f"{path}:{variant}" if variant else str(path)
+      print(f"  {target:<40s} {description}")
+  return 0
+
+
+def cmd_train(fv: flags.FlagValues, args: list[str]) -> int:
+  if args:
+    raise ConfigError(f"train takes no positional arguments, got {args}")
+  from jaxcomp import methods, parallel
+  from jaxcomp.train import checkpoint
+  config = _get_config(fv)
+  workdir = _workdir(fv, must_exist=False)
+  module = methods.get_method(config.method)
+  old = checkpoint.saved_config(workdir)
+  if old is not None and old.get("method") != config.method:
+    from jaxcomp.errors import CheckpointError
+    raise CheckpointError(f"workdir {workdir} holds a checkpoint of method {old.get('method')!r}, "
+                          f"not {config.method!r}; use another --workdir")
+  parallel.initialize_distributed()
+  module.train_and_evaluate(config, str(workdir))
+  return 0
+
+
+def _method_for(workdir: pathlib.Path, step: int | None):
+  from jaxcomp import methods
+  from jaxcomp.train import restore
+  config = restore.load_config(workdir, step)
+  return config, methods.get_method(config.method)
+
+
+def cmd_eval(fv: flags.FlagValues, args: list[str]) -> int:
+  if args:
+    raise ConfigError(f"eval takes no positional arguments, got {args}")
+  if bool(fv.data) == bool(fv.dataset):
+    raise ConfigError("eval needs exactly one of --data FOLDER or --dataset NAME")
+  workdir = _workdir(fv, must_exist=True)
+  if fv.data:
+    folder = pathlib.Path(fv.data)
+    if not folder.is_dir():
+      raise DataError(f"data folder {folder} not found")
+    spec, name = str(folder), folder.name or "data"
+  else:
+    spec = name = fv.dataset
+  config, module = _method_for(workdir, fv.step)
+  results = module.evaluate(config, str(workdir), spec)
+  text = json.dumps(results, indent=2, sort_keys=True, default=float)
+  from jaxcomp.io_utils import write_text_atomic
+  write_text_atomic(workdir / "eval" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.json", text + "\n")
+  print(text)
+  return 0
+
+
+def _codec(fv: flags.FlagValues):
+  from jaxcomp.train import restore
+  workdir = _workdir(fv, must_exist=True)
+  config, module = _method_for(workdir, fv.step)
+  if not callable(getattr(module, "build_codec", None)):
+    raise ConfigError(f"method {config.method!r} is not a codec (no build_codec)")
+  _, state = restore.load_for_eval(workdir, fv.step)
+  return config, module.build_codec(config, state)
+
+
+def _read_image(path: pathlib.Path, grayscale: bool) -> Any:
+  try:
+    from jaxcomp.data import read_image  # the canonical decoding, when the data package is installed
+  except ImportError:
+    read_image = None
+  if read_image is not None:
+    return read_image(path, grayscale=grayscale)
+  import numpy as np
+  from PIL import Image
+  try:
+    with Image.open(path) as im:
+      image = np.asarray(im.convert("L" if grayscale else "RGB"))
+  except OSError as e:
+    raise DataError(f"cannot read image {path}: {e}") from None
+  return image[..., None] if grayscale else image
+
+
+def _check_args(args: list[str], command: str) -> tuple[pathlib.Path, pathlib.Path]:
+  if len(args) != 2:
+    raise ConfigError(f"{command} takes an input and an output path, got {len(args)} argument(s)")
+  return pathlib.Path(args[0]), pathlib.Path(args[1])
+
+
+def cmd_compress(fv: flags.FlagValues, args: list[str]) -> int:
+  src, dst = _check_args(args, "compress")
+  if not src.is_file():
+    raise DataError(f"input image {src} not found")
+  config, codec = _codec(fv)
+  image = _read_image(src, bool(config.get("grayscale", False)))
+  data = codec.compress(image)
+  from jaxcomp.io_utils import write_bytes_atomic
+  write_bytes_atomic(dst, data)
+  h, w = image.shape[:2]
+  print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp")
+  return 0
+
+
+def cmd_decompress(fv: flags.FlagValues, args: list[str]) -> int:
+  import numpy as np
+  from PIL import Image
+  src, dst = _check_args(args, "decompress")
+  if not src.is_file():
+    raise DataError(f"input file {src} not found")
+  fmt = Image.registered_extensions().get(dst.suffix.lower())
+  if fmt is None:
+    raise DataError(f"output {dst}: unknown image extension {dst.suffix!r} (use .png)")
+  _, codec = _codec(fv)
+  image = np.asarray(codec.decompress(src.read_bytes()))
+  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
+    raise TypeError(f"codec returned {image.dtype} {image.shape}, expected uint8 [H, W, 1|3]")
+  buf = io.BytesIO()
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format=fmt)
+  from jaxcomp.io_utils import write_bytes_atomic
+  write_bytes_atomic(dst, buf.getvalue())
+  print(f"{src} -> {dst}: {image.shape[1]}x{image.shape[0]}")
+  return 0
+
+
+_DISPATCH = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compress": cmd_compress,
+             "decompress": cmd_decompress}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Entry point (`jaxcomp = "jaxcomp.cli:main"`); returns the exit code (0, 2 on a user error)."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  if not argv or argv[0] in ("-h", "--help", "help"):
+    print("usage:\n" + USAGE)
+    return 0 if argv else 2
+  command, rest = argv[0], argv[1:]
+  try:
+    if command not in _DISPATCH:
+      raise ConfigError(f"unknown command {command!r} (one of: {', '.join(COMMANDS)})")
+    fv, args = _parse(rest)
+    return _DISPATCH[command](fv, args)
+  except JaxcompError as e:
+    print(f"jaxcomp: error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("jaxcomp: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())
