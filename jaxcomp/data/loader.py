@@ -85,17 +85,31 @@ def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
   return int(shard_index), int(shard_count)
 
 
+def _ensure_absl_flags_parsed() -> None:
+  """Grain's worker pool reads absl flags; outside `absl.app.run` (pytest, notebooks, our CLI) nobody parsed them,
+  so take the defaults rather than fail."""
+  from absl import flags  # noqa: PLC0415
+
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
 def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequence[int], global_batch_size: int,
                 seed: int, num_epochs: int | None = None, shuffle: bool = True, flips: bool = True,
                 num_workers: int = 0, shard_index: int | None = None, shard_count: int | None = None,
                 num_devices: int | None = None, transforms: Sequence[grain.Transformation] = (),
-                worker_buffer_size: int = 2) -> grain.DataLoader:
-  """A grain DataLoader of random crops from `source` (records `{"image": uint8 [H, W, C], ...}`).
+                worker_buffer_size: int = 2, read_threads: int = 4) -> grain.IterDataset:
+  """A grain pipeline of random crops from `source` (records `{"image": uint8 [H, W, C], ...}`).
 
-  Iterating yields `{"image": uint8 [B, h, w, C], ...}` with `B = global_batch_size // shard_count` (this host's
-  share), or `[num_devices, B // num_devices, h, w, C]` when `num_devices` is given; keys added by `transforms`
-  (e.g. `jaxcomp.data.transforms.Degrade`) are batched the same way. The iterator's `get_state()` /
-  `set_state()` checkpoint and restore the position.
+  `iter(loader)` yields `{"image": uint8 [B, h, w, C], ...}` with `B = global_batch_size // shard_count` (this
+  host's share), or `[num_devices, B // num_devices, h, w, C]` when `num_devices` is given; keys added by
+  `transforms` (e.g. `jaxcomp.data.transforms.Degrade`) are batched the same way. The iterator's `get_state()` /
+  `set_state()` checkpoint and restore the position (`grain.checkpoint.CheckpointSave` / `CheckpointRestore`
+  accept it).
+
+  Built on grain's dataset API rather than `grain.DataLoader`: the DataLoader forms each batch inside one worker
+  from that worker's records, so batches would change with `num_workers`; here batch i is always records
+  `[i B, (i + 1) B)` of the shuffled stream and workers only compute whole batches in turn.
 
   Args:
     source: e.g. `jaxcomp.data.get_source(...)`.
@@ -103,15 +117,17 @@ def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequen
     global_batch_size: batch over all hosts; must divide by `shard_count` (and the host batch by `num_devices`).
     seed: fixes the order, crops and flips.
     num_epochs: passes over the data, `None` for endless.
-    shuffle: shuffle the order each epoch.
+    shuffle: shuffle the order, anew each epoch.
     flips: random horizontal flips (probability 1/2).
     num_workers: grain worker processes (0: read in this process). Does not change the batches.
-    shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`. Hosts
-      see disjoint records; a remainder that does not divide by `shard_count` is dropped so all hosts take the same
-      number of steps. Incomplete last batches are dropped too (static shapes).
+    shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`. Host i
+      reads records `i, i + shard_count, ...`; a remainder of records that does not divide by `shard_count` is
+      dropped so all hosts take the same number of steps. Incomplete last batches are dropped (static shapes).
     num_devices: add a leading device axis for `pmap`.
-    transforms: grain transforms applied to each cropped record before batching.
+    transforms: grain transforms (`MapTransform` or `RandomMapTransform`) applied to each cropped record before
+      batching.
     worker_buffer_size: batches each worker prepares ahead.
+    read_threads: threads reading and transforming records in each process.
 
   Raises:
     ConfigError: bad sizes or shard arguments.
@@ -128,11 +144,22 @@ def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequen
     raise ConfigError(f"num_epochs={num_epochs}: must be >= 1 or None")
   if len(source) < shard_count:
     raise ConfigError(f"{source!r} has {len(source)} record(s), fewer than shard_count={shard_count}")
-  sampler = grain.IndexSampler(num_records=len(source), shuffle=shuffle, num_epochs=num_epochs, seed=seed)
-  ops: list[Any] = [RandomCropFlip(crop_hw, flips), *transforms, grain.Batch(host_batch, drop_remainder=True)]
+
+  ds = grain.MapDataset.source(source)
+  ds = ds[: len(source) - len(source) % shard_count][shard_index::shard_count]
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs)  # reshuffles every epoch (grain reseeds the shuffle per epoch)
+  # Each record's generator comes from (seed, position in the stream): crops differ across epochs, not workers.
+  ds = ds.random_map(RandomCropFlip(crop_hw, flips), seed=seed)
+  for i, t in enumerate(transforms):
+    ds = ds.random_map(t, seed=seed + 1 + i) if isinstance(t, grain.RandomMapTransform) else ds.map(t)
+  ds = ds.batch(host_batch, drop_remainder=True)
   if num_devices is not None:
-    ops.append(SplitDevices(num_devices))
-  return grain.DataLoader(
-      data_source=source, sampler=sampler, operations=ops, worker_count=num_workers,
-      worker_buffer_size=worker_buffer_size,
-      shard_options=grain.ShardOptions(shard_index, shard_count, drop_remainder=True))
+    ds = ds.map(SplitDevices(num_devices))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * host_batch))
+  if num_workers:
+    _ensure_absl_flags_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
+                                                    per_worker_buffer_size=worker_buffer_size))
+  return it
