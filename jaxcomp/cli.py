@@ -31,11 +31,13 @@ USAGE = __doc__.split("\n\n")[1]
 _REPO_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
-def _define_flags() -> flags.FlagValues:
+def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   # A private FlagValues, so main() can run several times in one process (tests) and never clashes with absl.FLAGS.
   fv = flags.FlagValues()
   fv.set_gnu_getopt(True)  # flags may follow positional arguments (`compress in.png out.jxc --workdir RUN`)
-  config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:variant]", flag_values=fv, lock_config=True)
+  # sys_argv: config_flags discovers the --config.key overrides from it (default: sys.argv, wrong in-process).
+  config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:variant]", flag_values=fv, lock_config=True,
+                                  sys_argv=list(argv))
   flags.DEFINE_string("workdir", None, "run folder: checkpoints, logs, saved config", flag_values=fv)
   flags.DEFINE_string("data", None, "eval: an image folder", flag_values=fv)
   flags.DEFINE_string("dataset", None, "eval: a tfds dataset name, or 'sample'", flag_values=fv)
@@ -108,7 +110,7 @@ def _flag_error(e: Exception) -> ConfigError:
 
 
 def _parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
-  fv = _define_flags()
+  fv = _define_flags(["jaxcomp", *argv])
   spec = _config_arg(argv)
   if spec is not None:
     _check_config_file(spec)

@@ -144,7 +144,7 @@ def train_and_evaluate(config, workdir: str) -> None:
         if config.sleep_per_step:
           time.sleep(config.sleep_per_step)
         if guard.should_stop():
-          logger.message(f"stopping at step {step} on {guard.requested}; checkpoint saved")
+          logger.message(f"stopping at step {step} on {guard.requested}: saving a checkpoint")
           break
       if step > start:
         ckpt.save(step, parallel.unreplicate(state), data_iter, scalars, force=True)

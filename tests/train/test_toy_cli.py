@@ -1,0 +1,164 @@
+"""End to end through the CLI with the toy method (tests/toy): train, stop, resume, evaluate, compress.
+
+Resume-exactness and NaN handling run `jaxcomp.cli.main` in this process (8 fake devices); preemption and the
+train -> SIGTERM -> resume -> eval sequence run `python -m jaxcomp.cli` in a subprocess, as a user would.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcomp import cli, train
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CONFIG = str(REPO / "tests" / "toy" / "config.py")
+
+
+@pytest.fixture(autouse=True)
+def _toy_importable(monkeypatch):
+  monkeypatch.syspath_prepend(str(REPO))  # config.method = "tests.toy.method"
+
+
+def _train(workdir, *overrides, variant="tiny"):
+  return cli.main(["train", "--config", f"{CONFIG}:{variant}", "--workdir", str(workdir), *overrides])
+
+
+def _saved(workdir):
+  _, state = train.load_for_eval(workdir)
+  return state
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+  """4 steps in one go (the reference for resume-exactness)."""
+  workdir = tmp_path_factory.mktemp("straight")
+  sys.path.insert(0, str(REPO))
+  try:
+    assert _train(workdir) == 0
+  finally:
+    sys.path.remove(str(REPO))
+  return workdir
+
+
+def test_resume_is_exact(straight_run, tmp_path):
+  assert _train(tmp_path, "--config.steps=2") == 0
+  assert train.latest_step(tmp_path) == 2
+  assert _train(tmp_path) == 0  # same workdir: resumes at step 2, runs to 4
+  a, b = _saved(straight_run), _saved(tmp_path)
+  assert int(a["step"]) == int(b["step"]) == 4
+  chex.assert_trees_all_equal(a, b)  # parameters, optimizer state, BatchNorm statistics, PRNG key: bit-identical
+  loss = lambda w: [(r["step"], r["loss"]) for r in train.read_metrics(w) if r["split"] == "train"]
+  assert loss(straight_run) == loss(tmp_path)
+  assert _train(tmp_path) == 0  # already at the last step: nothing to do, nothing changes
+  chex.assert_trees_all_equal(_saved(tmp_path), a)
+
+
+def test_shard_map_backend_matches_pmap(straight_run, tmp_path):
+  assert _train(tmp_path, "--config.parallel=shard_map") == 0
+  a, b = _saved(straight_run), _saved(tmp_path)
+  chex.assert_trees_all_close(a["params"], b["params"], rtol=1e-6, atol=1e-6)
+  chex.assert_trees_all_close(a["mutable"], b["mutable"], rtol=1e-6, atol=1e-6)
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, capsys):
+  rc = _train(tmp_path, "--config.steps=6", "--config.nan_at_step=5")
+  err = capsys.readouterr().err
+  assert rc == 2
+  assert "jaxcomp: error: training diverged at step 5: loss term 'loss' is nan; last good checkpoint: step 4" in err
+  assert train.latest_step(tmp_path) == 4
+  state = _saved(tmp_path)
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+
+
+def _png(path, h=10, w=14, seed=0):
+  rng = np.random.default_rng(seed)
+  image = np.kron(rng.integers(0, 256, (h // 2, w // 2, 3)), np.ones((2, 2, 1))).astype(np.uint8)
+  Image.fromarray(image).save(path)
+  return image
+
+
+def test_compress_decompress_roundtrip(straight_run, tmp_path, capsys):
+  image = _png(tmp_path / "in.png")
+  assert cli.main(["compress", "--workdir", str(straight_run), str(tmp_path / "in.png"),
+                   str(tmp_path / "x.jxc")]) == 0
+  assert "bpp" in capsys.readouterr().out
+  assert cli.main(["decompress", "--workdir", str(straight_run), str(tmp_path / "x.jxc"),
+                   str(tmp_path / "out.png")]) == 0
+  out = np.asarray(Image.open(tmp_path / "out.png"))
+  chex.assert_shape(out, image.shape)
+  # The CLI's output is the codec's own reconstruction, built from the checkpoint.
+  from tests.toy import method
+  config, state = train.load_for_eval(straight_run)
+  codec = method.build_codec(config, state)
+  data = (tmp_path / "x.jxc").read_bytes()
+  assert codec.compress(image) == data
+  np.testing.assert_array_equal(codec.decompress(data), out)
+  # A corrupt bitstream is a one-line error and leaves no output file behind.
+  (tmp_path / "bad.jxc").write_bytes(b"garbage")
+  assert cli.main(["decompress", "--workdir", str(straight_run), str(tmp_path / "bad.jxc"),
+                   str(tmp_path / "bad.png")]) == 2
+  assert "jaxcomp: error: not a toy bitstream" in capsys.readouterr().err
+  assert not (tmp_path / "bad.png").exists()
+  assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _subprocess(*args, **kwargs):
+  env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  return subprocess.Popen([sys.executable, "-m", "jaxcomp.cli", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def _wait_for_records(workdir, n, proc, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if proc.poll() is not None:
+      pytest.fail(f"training exited early: {proc.communicate()}")
+    if len([r for r in train.read_metrics(workdir) if r["split"] == "train"]) >= n:
+      return
+    time.sleep(0.2)
+  proc.kill()
+  pytest.fail("training did not log in time")
+
+
+def test_sigterm_saves_and_exits_then_resume_and_eval_through_cli(tmp_path):
+  workdir = tmp_path / "run"
+  proc = _subprocess("train", "--config", CONFIG, "--workdir", str(workdir), "--config.steps=1000",
+                     "--config.sleep_per_step=0.3", "--config.checkpoint_every=1000")
+  _wait_for_records(workdir, 2, proc)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=180)
+  assert proc.returncode == 0, err
+  assert "on SIGTERM" in err
+  stopped = train.latest_step(workdir)
+  logged = [r["step"] for r in train.read_metrics(workdir) if r["split"] == "train"]
+  assert stopped is not None and 2 <= stopped < 1000
+  assert logged[-1] == stopped  # saved at the step boundary right after the signal
+
+  proc = _subprocess("train", "--config", CONFIG, "--workdir", str(workdir), f"--config.steps={stopped + 2}")
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  assert train.latest_step(workdir) == stopped + 2
+  logged = [r["step"] for r in train.read_metrics(workdir) if r["split"] == "train"]
+  assert logged == list(range(1, stopped + 3))
+
+  folder = tmp_path / "images"
+  folder.mkdir()
+  for i in range(2):
+    _png(folder / f"{i}.png", 8, 8, seed=i)
+  proc = _subprocess("eval", "--workdir", str(workdir), "--data", str(folder))
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err
+  results = json.loads(out)
+  assert results["num_images"] == 2
+  assert results["psnr"] == pytest.approx(10 * np.log10(1 / results["mse"]))
+  assert json.loads((workdir / "eval" / "images.json").read_text()) == results
