@@ -172,16 +172,20 @@ class BMSHJ(nn.Module):
     x_hat = self.g_s(y_hat)
     return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
-  def analysis(self, x_BHW3: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(y [B, h, w, M], z [B, h/4, w/4, N]) unquantised."""
-    y = self.g_a(x_BHW3)
-    return y, self.h_a(jnp.abs(y))
+  def analysis(self, x_BHW3: jax.Array) -> jax.Array:
+    """y = g_a(x), unquantised latents [B, h, w, M]."""
+    return self.g_a(x_BHW3)
 
-  def scales(self, z_hat: jax.Array) -> jax.Array:
+  def hyper_analysis(self, y_BhwM: jax.Array) -> jax.Array:
+    """z = h_a(|y|), [B, h/4, w/4, N]."""
+    return self.h_a(jnp.abs(y_BhwM))
+
+  def hyper_synthesis(self, z_hat: jax.Array) -> jax.Array:
     """sigma = h_s(z_hat), the Gaussian scales of y."""
     return self.h_s(z_hat)
 
   def synthesis(self, y_hat_BhwM: jax.Array) -> jax.Array:
+    """x_hat = g_s(y_hat), not clipped."""
     return self.g_s(y_hat_BhwM)
 
   def aux_loss(self) -> jax.Array:

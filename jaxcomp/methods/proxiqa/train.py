@@ -1,0 +1,346 @@
+"""ProxIQA training (Chen et al. 2021, Sec. III): alternating updates of a compression network and its proxy.
+
+Each iteration, on a mini-batch x (both steps data-parallel through `jaxcomp.parallel`):
+  1. compression step, proxy frozen (eq. 5, 10):
+       L_t = lmbda * s * [alpha (M_max - M_hat(x, x_hat)) + (1 - alpha) MSE(x, x_hat)] + bpp       (s = 255^2)
+     plus the entropy bottleneck's quantile loss (its own Adam on `quantiles` only, as CompressAI / TFC);
+     alpha = 0 and no proxy is the MSE baseline (eq. 8).
+  2. proxy step on the reconstructions x_hat just produced (the forward pass of step 1, as in the authors' code):
+       L_m = mean (M_hat(x, x_hat) - M(x, x_hat))^2                                                      (eq. 11)
+The true metric M is either a JAX metric computed on the device (`ssim`, `ms_ssim`) or a host callable computed
+between the two jitted steps: `vmaf` (ffmpeg + libvmaf) or any `"module:function"` taking numpy float images
+`[B, H, W, 3]` in [0, 1] and returning `[B]` scores; it need not be differentiable (that is the point of the method).
+
+The two networks are two `TrainState`s (`{"codec": ..., "proxy": ...}`), each with its own optimizer, checkpointed
+together with the data iterator (exact resume).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+import shutil
+import subprocess
+import tempfile
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+
+from jaxcomp import data, metrics, parallel, train
+from jaxcomp.entropy import rate_bits
+from jaxcomp.errors import ConfigError, DataError
+from jaxcomp.io_utils import write_text_atomic
+from jaxcomp.methods.proxiqa import models
+
+Metric = Callable[[Any, Any], Any]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The quality metric M.
+
+
+def ms_ssim_window(patch_size: int, num_scales: int = 5) -> int:
+  """The Gaussian window MS-SSIM can use on square patches of `patch_size`: 11 (the standard) when it fits, else
+  the largest odd size whose coarsest scale still holds one window (7 for the paper's 128x128 patches)."""
+  win = min(11, (patch_size - 1) // 2 ** (num_scales - 1) + 1)
+  win -= 1 - win % 2
+  if win < 3:
+    raise ConfigError(f"patch_size={patch_size} is too small for {num_scales}-scale MS-SSIM")
+  return win
+
+
+def device_metric(name: str, patch_size: int) -> Metric | None:
+  """A jittable metric `M(x, x_hat) -> [B]` on [0, 1] images, or None when `name` is a host metric."""
+  if name == "ssim":
+    return lambda x, x_hat: metrics.ssim(x, x_hat, data_range=1.0)
+  if name == "ms_ssim":
+    win = ms_ssim_window(patch_size)
+    return lambda x, x_hat: metrics.ms_ssim(x, x_hat, data_range=1.0, win_size=win)
+  return None
+
+
+def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
+  """VMAF (Netflix, model vmaf_v0.6.1) of each pair, via `ffmpeg -lavfi libvmaf` on 8-bit PNGs, as the authors did."""
+  from PIL import Image
+  scores = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for i, (a, b) in enumerate(zip(x_BHW3, x_hat_BHW3)):
+      ref, dis, log = (pathlib.Path(tmp) / f"{n}{i}" for n in ("ref.png", "dis.png", "log.json"))
+      Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(ref)
+      Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
+      subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
+                      f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], check=True)
+      frames = json.loads(log.read_text())["frames"]
+      scores.append(frames[0]["metrics"]["vmaf"])
+  return np.asarray(scores, np.float32)
+
+
+def host_metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+  """A numpy metric computed on the host: "vmaf" or "package.module:function"."""
+  if name == "vmaf":
+    if shutil.which("ffmpeg") is None:
+      raise ConfigError("config.metric='vmaf' needs an `ffmpeg` built with libvmaf on PATH; none found")
+    return vmaf_scores
+  if ":" not in name:
+    raise ConfigError(f"config.metric={name!r}: use ssim, ms_ssim, vmaf, or 'module:function' for your own")
+  module, fn = name.split(":", 1)
+  try:
+    f = getattr(importlib.import_module(module), fn)
+  except (ImportError, AttributeError) as e:
+    raise ConfigError(f"config.metric={name!r} cannot be imported: {e}") from None
+  if not callable(f):
+    raise ConfigError(f"config.metric={name!r} is not callable")
+  return f
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Model, optimizers, state.
+
+
+def build_model(config):
+  return models.build_model(config.model, config.N, config.M, config.layout)
+
+
+def perceptual(config) -> bool:
+  return bool(config.metric)
+
+
+def _schedule(config, lr: float) -> optax.Schedule:
+  """lr until `lr_boundary`, then `lr * lr_after / learning_rate` (1e-4 then 1e-5 in the paper)."""
+  return optax.piecewise_constant_schedule(lr, {int(config.lr_boundary): config.lr_after / config.learning_rate})
+
+
+def codec_tx(config) -> optax.GradientTransformation:
+  """Adam on the transforms and densities; Adam at `aux_learning_rate` on the bottleneck's quantiles."""
+  def labels(params):
+    flat = traverse_util.flatten_dict(params)
+    return traverse_util.unflatten_dict({k: "aux" if k[-1] == "quantiles" else "main" for k in flat})
+  return optax.multi_transform(
+      {"main": optax.adam(_schedule(config, config.learning_rate), config.adam_b1, config.adam_b2),
+       "aux": optax.adam(config.aux_learning_rate, config.adam_b1, config.adam_b2)}, labels)
+
+
+def proxy_tx(config) -> optax.GradientTransformation:
+  return optax.adam(_schedule(config, config.proxy_learning_rate), config.adam_b1, config.adam_b2)
+
+
+def _check_config(config) -> None:
+  f = models.downsampling_factor(config.layout, hyperprior=config.model == "bmshj")
+  if config.patch_size % f:
+    raise ConfigError(f"config.patch_size={config.patch_size} must be a multiple of {f} for {config.model}/"
+                      f"{config.layout}")
+  if config.patch_size % 8:
+    raise ConfigError(f"config.patch_size={config.patch_size} must be a multiple of 8 (three 2x2 pools)")
+  if not 0.0 <= config.alpha <= 1.0:
+    raise ConfigError(f"config.alpha={config.alpha} must be in [0, 1]")
+  n = parallel.device_count()
+  if config.global_batch_size % n:
+    raise ConfigError(f"config.global_batch_size={config.global_batch_size} does not divide over {n} devices")
+
+
+def init_state(config) -> dict:
+  """Host train state `{"codec": TrainState[, "proxy": TrainState]}` from `config.seed`."""
+  model = build_model(config)
+  k_codec, k_proxy, k_noise, k_state, k_pstate = jax.random.split(jax.random.PRNGKey(config.seed), 5)
+  x0 = jnp.zeros((1, config.patch_size, config.patch_size, 3))
+  init = jax.jit(lambda k, kn: model.init({"params": k, "noise": kn}, x0, training=True))
+  states = {"codec": train.TrainState.from_variables(init(k_codec, k_noise), tx=codec_tx(config), rng=k_state)}
+  if perceptual(config):
+    proxy = models.ProxIQANet()
+    variables = jax.jit(lambda k: proxy.init(k, x0, x0))(k_proxy)
+    states["proxy"] = train.TrainState.from_variables(variables, tx=proxy_tx(config), rng=k_pstate)
+  return jax.device_get(states)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The two steps (per device; mapped by jaxcomp.parallel).
+
+
+def make_steps(config) -> tuple[Callable, Callable]:
+  """`(codec_step, proxy_step)` per-device functions.
+
+  codec_step(states, images_uint8 [b, H, W, 3]) -> (states, x_hat [b, H, W, 3], m [b], terms)
+    m is the true metric when it is a device metric, else zeros (filled on the host).
+  proxy_step(states, images_uint8, x_hat, m) -> (states, terms)
+  """
+  model = build_model(config)
+  proxy = models.ProxIQANet()
+  is_perceptual = perceptual(config)
+  metric = device_metric(config.metric, config.patch_size) if is_perceptual else None
+  scale = config.lmbda * config.distortion_scale
+
+  def codec_step(states, images):
+    codec = states["codec"]
+    codec, key = codec.next_key()
+    key = parallel.fold_in_device(key)
+    x = images.astype(jnp.float32) / 255.0
+    num_pixels = x.shape[0] * x.shape[1] * x.shape[2]
+
+    def loss_fn(params):
+      out = model.apply({"params": params}, x, training=True, quantizer=config.quantizer, rngs={"noise": key})
+      # clipped as in the authors' code: M, M_hat and the MSE see the image that would be displayed
+      x_hat = jnp.clip(out["x_hat"], 0.0, 1.0)
+      bpp = sum(rate_bits(lik) for lik in out["likelihoods"].values()) / num_pixels
+      mse = jnp.mean(jnp.square(x - x_hat))
+      terms = {"bpp": bpp, "mse": mse, "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))}
+      distortion = mse
+      if is_perceptual:
+        m_hat = proxy.apply({"params": jax.lax.stop_gradient(states["proxy"].params)}, x, x_hat)
+        proxy_loss = config.m_max - jnp.mean(m_hat)  # eq. 9
+        distortion = config.alpha * proxy_loss + (1.0 - config.alpha) * mse
+        terms["proxy_loss"] = proxy_loss
+      rd = scale * distortion + bpp
+      aux = model.apply({"params": params}, method=type(model).aux_loss)
+      terms.update(loss=rd, aux_loss=aux)
+      return rd + aux, (x_hat, terms)
+
+    grads, (x_hat, terms) = jax.grad(loss_fn, has_aux=True)(codec.params)
+    grads, terms = parallel.pmean((grads, terms))
+    new_states = dict(states, codec=codec.apply_gradients(grads))
+    x_hat = jax.lax.stop_gradient(x_hat)
+    m = metric(x, x_hat) if metric is not None else jnp.zeros(x.shape[:1], jnp.float32)
+    return new_states, x_hat, m, terms
+
+  def proxy_step(states, images, x_hat, m):
+    state = states["proxy"]
+    x = images.astype(jnp.float32) / 255.0
+
+    def loss_fn(params):
+      m_hat = proxy.apply({"params": params}, x, x_hat)
+      return jnp.mean(jnp.square(m_hat - m)), m_hat  # eq. 11
+
+    (loss, m_hat), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = parallel.pmean(grads)
+    terms = parallel.pmean({"proxy_fit_loss": loss, "metric": jnp.mean(m), "metric_proxy": jnp.mean(m_hat),
+                            "proxy_error": jnp.mean(jnp.abs(m_hat - m))})
+    return dict(states, proxy=state.apply_gradients(grads)), terms
+
+  return codec_step, proxy_step
+
+
+class Trainer:
+  """The mapped steps plus the host metric hop between them: `trainer.step(states, images) -> (states, terms)`.
+
+  `states` and `images` are device-resident (`parallel.replicate` / `parallel.shard`).
+  """
+
+  def __init__(self, config):
+    self.config = config
+    self.backend = config.parallel
+    codec_step, proxy_step = make_steps(config)
+    self.is_perceptual = perceptual(config)
+    self._codec = parallel.data_parallel(codec_step, self.backend)
+    self._proxy = parallel.data_parallel(proxy_step, self.backend)
+    self._host_metric = None
+    if self.is_perceptual and device_metric(config.metric, config.patch_size) is None:
+      self._host_metric = host_metric(config.metric)
+
+  def step(self, states, images):
+    states, x_hat, m, terms = self._codec(states, images)
+    if not self.is_perceptual:
+      return states, terms
+    if self._host_metric is not None:
+      xh = np.asarray(jax.device_get(x_hat))
+      x = np.asarray(jax.device_get(images)).astype(np.float32) / 255.0
+      lead = xh.shape[:2]
+      scores = np.asarray(self._host_metric(x.reshape(-1, *x.shape[2:]), xh.reshape(-1, *xh.shape[2:])),
+                          np.float32)
+      if scores.shape != (int(np.prod(lead)),):
+        raise ConfigError(f"config.metric={self.config.metric!r} returned shape {scores.shape}, expected "
+                          f"({int(np.prod(lead))},)")
+      m = parallel.shard(scores.reshape(lead), self.backend)
+    states, p_terms = self._proxy(states, images, x_hat, m)
+    return states, {**terms, **p_terms}
+
+
+def make_train_loader(config):
+  source = data.get_source(config.train_data, "train")
+  return data.make_loader(source, crop_size=config.patch_size, global_batch_size=config.global_batch_size,
+                          seed=config.seed, num_workers=config.num_workers,
+                          num_devices=parallel.local_device_count())
+
+
+def train_and_evaluate(config, workdir: str) -> None:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates on `config.eval_data`."""
+  _check_config(config)
+  backend = config.parallel
+  trainer = Trainer(config)
+  data_iter = iter(make_train_loader(config))
+  ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
+                            best_metric=config.best_metric or None, best_mode=config.best_mode)
+  host_state, start = ckpt.restore_or_init(init_state(config), data_iter)
+  states = parallel.replicate(host_state, backend)
+  logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
+                             images_per_step=config.global_batch_size, main_metric="loss")
+  schedule = _schedule(config, config.learning_rate)
+  step, scalars = start, None
+  with train.PreemptionGuard() as guard, logger:
+    try:
+      for step in range(start + 1, config.steps + 1):
+        states, terms = trainer.step(states, parallel.shard(next(data_iter)["image"], backend))
+        scalars = train.to_host_scalars(terms)
+        train.check_finite(step, scalars, last_good_step=ckpt.latest_step)
+        if step % config.log_every == 0 or step == config.steps:
+          logger.log(step, {**scalars, "learning_rate": train.learning_rate(schedule, step - 1)})
+        ckpt.save(step, parallel.unreplicate(states), data_iter, scalars)
+        if guard.should_stop():
+          logger.message(f"stopping at step {step} on {guard.requested}: saving a checkpoint")
+          break
+      if step > start:
+        ckpt.save(step, parallel.unreplicate(states), data_iter, scalars, force=True)
+    finally:
+      ckpt.close()
+  if step >= config.steps and config.eval_data:
+    results = evaluate(config, workdir, config.eval_data)
+    write_text_atomic(pathlib.Path(workdir) / "eval.json", json.dumps(results, indent=1))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Codec and evaluation from a workdir.
+
+
+def build_codec(config, state):
+  """A `jaxcomp.entropy.codec.Codec` (real bitstreams) from `load_for_eval`'s state (`state["codec"]["params"]`)."""
+  from jaxcomp.entropy import codec as codec_lib
+  model = build_model(config)
+  variables = {"params": jax.tree.map(jnp.asarray, state["codec"]["params"])}
+  tables = codec_lib.finalize(model, variables)
+  return codec_lib.Codec(model, variables, tables)
+
+
+def evaluate(config, workdir: str, data_spec: str) -> dict:
+  """Codes every image of `data_spec` to a real file and back: mean bpp (from the byte count), PSNR, SSIM, MS-SSIM.
+
+  Also returns `images`: per-image records `{name, bpp, psnr, ssim, ms_ssim}` (ms_ssim None below 161 px).
+  """
+  _, state = train.load_for_eval(workdir)
+  codec = build_codec(config, state)
+  source = data.get_source(data_spec, "all")
+  n = len(source) if not config.eval_max_images else min(len(source), config.eval_max_images)
+  if n == 0:
+    raise DataError(f"no images in {data_spec}")
+  per_image = []
+  for i in range(n):
+    rec = source[i]
+    image = np.asarray(rec["image"])
+    if image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
+    blob = codec.compress(image)
+    decoded = codec.decompress(blob)
+    h, w = image.shape[:2]
+    x, y = jnp.asarray(image), jnp.asarray(decoded)
+    big = min(h, w) >= metrics.ms_ssim_min_side()
+    per_image.append({
+        "name": str(rec.get("name", i)), "bpp": 8 * len(blob) / (h * w),
+        "psnr": float(metrics.psnr(x, y, data_range=255.0)), "ssim": float(metrics.ssim(x, y, data_range=255.0)),
+        "ms_ssim": float(metrics.ms_ssim(x, y, data_range=255.0)) if big else None})
+  out = {k: float(np.mean([r[k] for r in per_image])) for k in ("bpp", "psnr", "ssim")}
+  ms = [r["ms_ssim"] for r in per_image if r["ms_ssim"] is not None]
+  out["ms_ssim"] = float(np.mean(ms)) if ms else None
+  out.update(num_images=n, data=str(data_spec), images=per_image)
+  return out
