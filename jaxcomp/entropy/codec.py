@@ -1,0 +1,236 @@
+"""A generic image codec for any CompressAI-style flax model: `compress(image_uint8_HWC) -> bytes`, `decompress`.
+
+Model contract (a flax linen module; submodules defined in `setup()` so the codec can reach them):
+
+| needed | name on the model | called as | returns |
+| --- | --- | --- | --- |
+| always | method `analysis`, else submodule `g_a` | `(x_BHWC float32 in [0, 1])` | `y_BhwM` |
+| always | method `synthesis`, else submodule `g_s` | `(y_hat_BhwM)` | `x_hat_BHWC` (clipped to [0, 1] here) |
+| always | submodule `entropy_bottleneck` (`EntropyBottleneck`) | factorized: codes y; hyperprior: codes z | |
+| hyperprior | method `hyper_analysis`, else submodule `h_a` | `(y_BhwM)` (e.g. `h_a(abs(y))` in a method) | `z` |
+| hyperprior | method `hyper_synthesis`, else submodule `h_s` | `(z_hat)` | `scales` or `(scales, means)` |
+| hyperprior | submodule `gaussian_conditional` (`GaussianConditional`) | codes y | |
+
+The model's own test-time forward must quantize as the codec does (it does when it calls the entropy modules with
+`training=False`): `z_hat = round(z - medians) + medians`, `y_hat = round(y - means) + means` (means = 0 without
+them). Then `decompress(compress(x))` equals that forward's reconstruction.
+
+Workflow: after training, `tables = finalize(model, variables)` once and store `tables` with the checkpoint
+(e.g. `tables.save_tables(path, tables)` or as an orbax item); `Codec(model, variables, tables)` then codes.
+
+Portability guarantees (see docs/entropy.md):
+- Factorized prior: the decoder reads only integer tables and the stored float32 medians, so the decoded latent
+  `y_hat` is bit-identical on every machine, whatever XLA backend or flags encoded the file.
+- Scale hyperprior: `z_hat` is equally exact. The table index of each y element is computed by the decoder from
+  `h_s(z_hat)` floats, which may differ in the last bits across backends (CPU/GPU/TPU, library versions). Both sides
+  run `h_s` at `float32` matmul precision (no bfloat16 passes on TPU/GPU), and the encoder writes the CRC32 of its
+  index map into the file: a decoder whose indices differ fails with a `BitstreamError` naming the cause instead of
+  producing garbage.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import zlib
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp import errors
+from jaxcomp.entropy import bitstream
+from jaxcomp.entropy.coder import RangeCoder
+from jaxcomp.entropy.models import build_indexes
+from jaxcomp.entropy.tables import DEFAULT_PRECISION, bottleneck_tables, check_tables, gaussian_tables
+
+_PROBE = 1024  # input size used to measure the model's total downsampling with jax.eval_shape
+
+
+def finalize(model: nn.Module, variables: Mapping, precision: int = DEFAULT_PRECISION) -> dict:
+  """Builds the integer coding tables of `model` (CompressAI's `update()`): run once after training.
+
+  Returns `{"entropy_bottleneck": tables[, "gaussian_conditional": tables]}` (dicts of numpy arrays).
+  """
+  bound = model.bind(variables)
+  if not hasattr(bound, "entropy_bottleneck"):
+    raise errors.ConfigError(f"{type(model).__name__} has no `entropy_bottleneck` submodule defined in setup()")
+  eb = bound.entropy_bottleneck
+  eb_vars = {"params": variables["params"]["entropy_bottleneck"]}
+  out = {"entropy_bottleneck": bottleneck_tables(eb.clone(parent=None), eb_vars, precision)}
+  if hasattr(bound, "gaussian_conditional"):
+    out["gaussian_conditional"] = gaussian_tables(bound.gaussian_conditional.clone(parent=None), precision)
+  return out
+
+
+def _resolve(model: nn.Module, method: str, submodule: str) -> Callable:
+  """`model.<method>` if the class defines it, else a call of the submodule `model.<submodule>`."""
+  if callable(getattr(type(model), method, None)):
+    return lambda m, *a: getattr(m, method)(*a)
+  return lambda m, *a: getattr(m, submodule)(*a)
+
+
+class Codec:
+  """Compresses uint8 images [H, W, C] to bytes and back with a CompressAI-style model and its stored tables.
+
+  Args:
+    model: the flax module (contract in the module docstring).
+    variables: its variables (`{"params": ...}`), as restored from the checkpoint.
+    tables: `finalize(model, variables)`'s output, as restored from the checkpoint.
+    channels: image channels the model codes (3 or 1). A 1-channel image given to a 3-channel model is coded as
+      gray RGB and decoded back to 1 channel.
+    pad_multiple: pad height and width to a multiple of this (edge replication; cropped on decode). Default: the
+      model's total downsampling, measured with `jax.eval_shape`.
+  """
+
+  def __init__(self, model: nn.Module, variables: Mapping, tables: Mapping[str, Mapping[str, np.ndarray]], *,
+               channels: int = 3, pad_multiple: Optional[int] = None):
+    if channels not in (1, 3):
+      raise errors.ConfigError(f"Codec channels must be 1 or 3, got {channels}")
+    if "entropy_bottleneck" not in tables:
+      raise errors.CheckpointError("coding tables lack 'entropy_bottleneck'; run jaxcomp.entropy.codec.finalize")
+    self.model, self.variables, self.channels = model, variables, channels
+    self.hyperprior = "gaussian_conditional" in tables
+    self.tables = {k: {f: np.asarray(v) for f, v in t.items()} for k, t in tables.items()}
+    for name, t in self.tables.items():
+      check_tables(t, name)
+    self._medians = self.tables["entropy_bottleneck"]["medians"].astype(np.float32)
+    self._eb_coder = RangeCoder(self.tables["entropy_bottleneck"], "entropy_bottleneck")
+    self._analysis = jax.jit(functools.partial(model.apply, method=_resolve(model, "analysis", "g_a")))
+    self._synthesis = jax.jit(functools.partial(model.apply, method=_resolve(model, "synthesis", "g_s")))
+    if self.hyperprior:
+      self._gc_coder = RangeCoder(self.tables["gaussian_conditional"], "gaussian_conditional")
+      self._scale_table = self.tables["gaussian_conditional"]["scale_table"].astype(np.float32)
+      self._hyper_analysis = jax.jit(functools.partial(
+          model.apply, method=_resolve(model, "hyper_analysis", "h_a")))
+      hs = functools.partial(model.apply, method=_resolve(model, "hyper_synthesis", "h_s"))
+      self._hyper_synthesis = jax.jit(hs)
+    arch = jax.tree_util.tree_flatten_with_path(variables)[0]
+    table_leaves = [(f"{k}/{f}", v) for k, t in sorted(self.tables.items()) for f, v in sorted(t.items())]
+    self.model_id = bitstream.model_id(
+        f"{type(model).__module__}.{type(model).__name__}|channels={channels}|hyperprior={self.hyperprior}",
+        [(jax.tree_util.keystr(p), np.asarray(v)) for p, v in arch], table_leaves)
+    self.pad_multiple = pad_multiple or self._measure_stride()
+
+  # -- shapes -------------------------------------------------------------------------------------------------
+  def _latent_shapes(self, hp: int, wp: int):
+    x = jax.ShapeDtypeStruct((1, hp, wp, self.channels), jnp.float32)
+    y = jax.eval_shape(self._analysis, self.variables, x)
+    z = jax.eval_shape(self._hyper_analysis, self.variables, y) if self.hyperprior else None
+    return y, z
+
+  def _measure_stride(self) -> int:
+    y, z = self._latent_shapes(_PROBE, _PROBE)
+    stride = _PROBE // (z if self.hyperprior else y).shape[1]
+    return max(1, stride)
+
+  # -- image <-> model input -------------------------------------------------------------------------------------
+  def _prepare(self, image: Any) -> tuple[np.ndarray, tuple[int, int, int]]:
+    image = np.asarray(image)
+    if image.ndim == 2:
+      image = image[..., None]
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3) or 0 in image.shape:
+      raise errors.DataError(f"compress expects a uint8 image [H, W, 1 or 3], got {image.dtype} {image.shape}")
+    h, w, c = image.shape
+    if c != self.channels:
+      if c == 1:
+        image = np.repeat(image, 3, axis=-1)
+      else:
+        raise errors.DataError(f"this model codes {self.channels}-channel images; the image has {c} channels")
+    m = self.pad_multiple
+    image = np.pad(image, ((0, -h % m), (0, -w % m), (0, 0)), mode="edge")
+    return (image.astype(np.float32) / 255.0)[None], (h, w, c)
+
+  def _finish(self, x_hat: jax.Array, h: int, w: int, c: int) -> np.ndarray:
+    x = np.asarray(x_hat)[0, :h, :w]
+    x = np.clip(np.rint(np.clip(x, 0.0, 1.0) * 255.0), 0, 255)
+    if c == 1 and x.shape[-1] == 3:
+      x = np.rint(x.mean(axis=-1, keepdims=True))
+    return x.astype(np.uint8)
+
+  def _indexes_and_means(self, z_hat: np.ndarray):
+    with jax.default_matmul_precision("float32"):
+      out = self._hyper_synthesis(self.variables, jnp.asarray(z_hat))
+    scales, means = (out if isinstance(out, (tuple, list)) else (out, None))
+    scales = np.asarray(scales, np.float32)
+    means = None if means is None else np.asarray(means, np.float32)
+    return build_indexes(scales, self._scale_table), means
+
+  # -- latents ----------------------------------------------------------------------------------------------------
+  def quantized_latents(self, image: Any) -> dict[str, np.ndarray]:
+    """The quantized latents `compress` codes: `{"y_hat": [1, h, w, M] float32[, "z_hat": ...]}`."""
+    x, _ = self._prepare(image)
+    return self._encode_latents(x)[1]
+
+  def _encode_latents(self, x: np.ndarray):
+    y = np.asarray(self._analysis(self.variables, jnp.asarray(x)), np.float32)
+    if not self.hyperprior:
+      y_sym = np.rint(y - self._medians)
+      return {"y": y_sym}, {"y_hat": (y_sym + self._medians).astype(np.float32)}
+    z = np.asarray(self._hyper_analysis(self.variables, jnp.asarray(y)), np.float32)
+    z_sym = np.rint(z - self._medians)
+    z_hat = (z_sym + self._medians).astype(np.float32)
+    idx, means = self._indexes_and_means(z_hat)
+    y_sym = np.rint(y - means) if means is not None else np.rint(y)
+    y_hat = (y_sym + means).astype(np.float32) if means is not None else y_sym.astype(np.float32)
+    return {"z": z_sym, "y": y_sym, "idx": idx}, {"y_hat": y_hat, "z_hat": z_hat}
+
+  # -- public API -------------------------------------------------------------------------------------------------
+  def compress(self, image: Any) -> bytes:
+    """uint8 image [H, W, C] (or [H, W]) -> bytes of a jaxcomp bitstream."""
+    x, (h, w, c) = self._prepare(image)
+    sym, _ = self._encode_latents(x)
+    if not self.hyperprior:
+      streams = [self._code_factorized(sym["y"])]
+    else:
+      idx = sym["idx"]
+      streams = [self._code_factorized(sym["z"]),
+                 self._gc_coder.encode(sym["y"].astype(np.int64), idx),
+                 struct.pack("<I", _index_checksum(idx))]
+    return bitstream.pack(streams, model_id=self.model_id, height=h, width=w, channels=c)
+
+  def decompress(self, data: bytes) -> np.ndarray:
+    """Bytes of a jaxcomp bitstream -> uint8 image [H, W, C]. Raises `BitstreamError` on bad input."""
+    header, streams = bitstream.unpack(data, expected_model_id=self.model_id)
+    h, w, c = header.height, header.width, header.channels
+    if c != self.channels and not (c == 1 and self.channels == 3):
+      raise errors.BitstreamError(f"bitstream holds a {c}-channel image; this model codes {self.channels}")
+    want = 3 if self.hyperprior else 1
+    if len(streams) != want:
+      raise errors.BitstreamError(f"bitstream has {len(streams)} streams; this model writes {want}")
+    m = self.pad_multiple
+    y_s, z_s = self._latent_shapes(h + (-h % m), w + (-w % m))
+    if not self.hyperprior:
+      y_hat = self._decode_factorized(streams[0], y_s.shape)
+    else:
+      z_sym = self._decode_factorized(streams[0], z_s.shape, symbols_only=True)
+      z_hat = (z_sym + self._medians).astype(np.float32)
+      idx, means = self._indexes_and_means(z_hat)
+      if struct.pack("<I", _index_checksum(idx)) != streams[2]:
+        raise errors.BitstreamError(
+            "hyperprior table indexes computed here differ from the encoder's (checksum mismatch): h_s gives "
+            "different floats on this platform; decode on the kind of machine that encoded the file")
+      y_sym = self._gc_coder.decode(streams[1], idx).astype(np.float32)
+      y_hat = (y_sym + means).astype(np.float32) if means is not None else y_sym
+    x_hat = self._synthesis(self.variables, jnp.asarray(y_hat))
+    return self._finish(x_hat, h, w, c)
+
+  # -- factorized coding, channel-major so the per-channel groups are already contiguous --------------------------
+  def _code_factorized(self, sym_1hwC: np.ndarray) -> bytes:
+    C = sym_1hwC.shape[-1]
+    vals = np.moveaxis(sym_1hwC.reshape(-1, C), -1, 0)  # [C, N]
+    idx = np.repeat(np.arange(C, dtype=np.int32), vals.shape[1])
+    return self._eb_coder.encode(vals.astype(np.int64), idx)
+
+  def _decode_factorized(self, data: bytes, shape, symbols_only: bool = False) -> np.ndarray:
+    C = shape[-1]
+    n = int(np.prod(shape[:-1]))
+    idx = np.repeat(np.arange(C, dtype=np.int32), n)
+    sym = np.moveaxis(self._eb_coder.decode(data, idx).reshape(C, n), 0, -1).reshape(shape).astype(np.float32)
+    return sym if symbols_only else (sym + self._medians).astype(np.float32)
+
+
+def _index_checksum(idx: np.ndarray) -> int:
+  return zlib.crc32(np.ascontiguousarray(idx, dtype=np.uint8).tobytes())
