@@ -1,0 +1,234 @@
+"""Training and evaluation of the iterative decoder with BPTT, SAB, UORO or RTRL (configs/rnn_decoder.py).
+
+One loop per algorithm in the sense that matters: each step calls that algorithm's gradient estimator
+(`algorithms.make_estimator(config.algorithm)`), whose computation differs entirely (reverse mode over a scan,
+forward-mode influence matrices, rank-one jvp/vjp recursions, sparse attentive truncated backprop); the rest — data,
+SGD with momentum and clipping, pmap over devices, orbax checkpoints with the grain iterator, preemption and NaN
+guards, logging — is the shared harness (docs/training.md).
+
+Data: grayscale images from `config.train_data` (through `jaxcomp.data.get_source`), compressed once at rates drawn
+from [bpp_low, bpp_high] and cut into 3x3-neighbourhood patch examples held in memory (`patches.build_examples`);
+grain shuffles and batches them. Validation PSNR (`val_psnr`) is the PSNR of the final refinement over the
+validation images' patches; `evaluate` reassembles whole images and compares them with the plain codec at
+`config.eval_bpp`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import grain.python as gp
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from jaxcomp import data, parallel, train
+from jaxcomp.errors import ConfigError, DataError
+from jaxcomp.methods.rnn_decoder import algorithms, models, patches
+
+
+def decoder_spec(config: ml_collections.ConfigDict) -> models.DecoderSpec:
+  return models.DecoderSpec(cell=config.cell, hidden=config.hidden, num_steps=config.num_steps, patch=config.patch,
+                            alpha=config.alpha)
+
+
+def make_estimator(config: ml_collections.ConfigDict, spec: models.DecoderSpec) -> algorithms.GradientEstimator:
+  if config.algorithm == "sab":
+    return algorithms.make_sab(spec, k_att=config.sab.k_att, k_top=config.sab.k_top,
+                               k_trunc=config.sab.k_trunc or None)
+  if config.algorithm == "uoro":
+    return algorithms.make_uoro(spec, eps=config.uoro_eps)
+  return algorithms.make_estimator(config.algorithm, spec)
+
+
+def init_params(config: ml_collections.ConfigDict, key: jax.Array) -> models.Params:
+  spec = decoder_spec(config)
+  k_model, k_sab = jax.random.split(key)
+  params = models.init_params(k_model, spec, scale=config.init_scale)
+  if config.algorithm == "sab":
+    params["sab"] = algorithms.init_sab(k_sab, spec, att_hidden=config.sab.att_hidden or None,
+                                        scale=config.init_scale)
+  return params
+
+
+def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+  """Polynomial decay from `learning_rate` to `lr_end_fraction` of it over `decay_steps` (0: `steps`) (Sec. 3.2)."""
+  return optax.polynomial_schedule(init_value=config.learning_rate,
+                                   end_value=config.learning_rate * config.lr_end_fraction,
+                                   power=config.lr_power, transition_steps=max(int(config.decay_steps or config.steps), 1))
+
+
+def make_tx(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Global-norm clipping at `clip_norm`, then SGD with momentum (Sec. 3.2)."""
+  return optax.chain(optax.clip_by_global_norm(config.clip_norm),
+                     optax.sgd(make_schedule(config), momentum=config.momentum or None))
+
+
+def load_images(spec: str, split: str, max_images: int) -> list[np.ndarray]:
+  """Grayscale uint8 [H, W, 1] images of a data spec (the shared `get_source`)."""
+  source = data.get_source(spec, split, grayscale=True)
+  n = len(source) if not max_images else min(max_images, len(source))
+  if n == 0:
+    raise DataError(f"data {spec!r} split {split!r} holds no images")
+  return [np.asarray(source[i]["image"]) for i in range(n)]
+
+
+class PatchSource:
+  """In-memory random-access source of patch examples for grain (stable repr, so resumes validate)."""
+
+  def __init__(self, examples: dict[str, np.ndarray], tag: str):
+    self.q, self.target = examples["q"], examples["target"]
+    digest = hashlib.sha1(self.q[:64].tobytes() + self.target[-64:].tobytes()).hexdigest()[:12]
+    self._repr = f"PatchSource({tag}, n={len(self.q)}, sha1={digest})"
+
+  def __len__(self) -> int:
+    return len(self.q)
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    return {"q": self.q[i], "target": self.target[i]}
+
+  def __repr__(self) -> str:
+    return self._repr
+
+
+class _SplitDevices(gp.MapTransform):
+  """[B, ...] -> [local_devices, B / local_devices, ...], the harness's batch convention."""
+
+  def __init__(self, n: int):
+    self.n = n
+
+  def map(self, batch):
+    return {k: v.reshape(self.n, -1, *v.shape[1:]) for k, v in batch.items()}
+
+
+def build_data(config: ml_collections.ConfigDict) -> tuple[PatchSource, dict[str, np.ndarray]]:
+  """Training source and validation examples, both compressed at rates drawn from the configured range."""
+  rng_range = (config.bpp_low, config.bpp_high)
+  tr = patches.build_examples(load_images(config.train_data, "train", config.max_train_images), codec=config.codec,
+                              patch=config.patch, bpp_range=rng_range, seed=config.seed)
+  va = patches.build_examples(load_images(config.train_data, "validation", config.max_eval_images),
+                              codec=config.codec, patch=config.patch, bpp_range=rng_range, seed=config.seed + 1)
+  tag = f"{config.train_data},{config.codec},{config.patch},{config.bpp_low}-{config.bpp_high},{config.seed}"
+  return PatchSource(tr, tag), va
+
+
+def make_loader(config: ml_collections.ConfigDict, source: PatchSource) -> gp.DataLoader:
+  num_devices = parallel.local_device_count()
+  per_process = config.global_batch_size // jax.process_count()
+  if per_process % num_devices:
+    raise ConfigError(f"global_batch_size={config.global_batch_size} must divide by the {num_devices} devices")
+  sampler = gp.IndexSampler(len(source), shuffle=True, seed=config.seed, num_epochs=None,
+                            shard_options=gp.ShardOptions(jax.process_index(), jax.process_count(),
+                                                          drop_remainder=True))
+  return gp.DataLoader(data_source=source, sampler=sampler, worker_count=0,
+                       operations=[gp.Batch(per_process, drop_remainder=True), _SplitDevices(num_devices)])
+
+
+def make_decode_fn(config: ml_collections.ConfigDict, params: models.Params, num_steps: int | None = None):
+  """Jitted q_BNd -> p_BD (final refinement, clipped to [0, 1]); SAB models decode with their attention."""
+  spec = decoder_spec(config)
+  if "sab" in params:
+    sab = config.sab
+
+    def fn(p, q):
+      s = spec if num_steps is None else models.DecoderSpec(**{**spec.__dict__, "num_steps": num_steps})
+      out, _ = algorithms.sab_apply(s, p, q, k_att=sab.k_att, k_top=sab.k_top, k_trunc=None)
+      return jnp.clip(out[-1], 0.0, 1.0)
+  else:
+    def fn(p, q):
+      return models.decode(spec, p, q, num_steps)
+  jitted = jax.jit(fn)
+  return lambda q: jitted(params, jnp.asarray(q))
+
+
+def patch_psnr(decode_fn, examples: dict[str, np.ndarray], batch_size: int) -> float:
+  """PSNR (data range 1) of the decoder's final outputs over all examples."""
+  se, n = 0.0, 0
+  q, t = examples["q"], examples["target"]
+  for start in range(0, len(q), batch_size):
+    chunk, tgt = q[start:start + batch_size], t[start:start + batch_size]
+    pad = batch_size - len(chunk) if len(q) > batch_size else 0
+    if pad:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+    p = np.asarray(decode_fn(chunk))[:len(tgt)]
+    se += float(np.sum((p.astype(np.float64) - tgt) ** 2)); n += tgt.size
+  return float(-10.0 * np.log10(max(se / n, 1e-12)))
+
+
+def _host_state(config, params) -> train.TrainState:
+  state = train.TrainState.create(params=params, tx=make_tx(config), rng=jax.random.PRNGKey(config.seed + 7),
+                                  mutable={"estimator": {"count": jnp.zeros((), jnp.int32)}})
+  return jax.device_get(state)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if config.algorithm not in algorithms.ALGORITHMS:
+    raise ConfigError(f"unknown algorithm {config.algorithm!r}; expected one of {', '.join(algorithms.ALGORITHMS)}")
+  backend = config.parallel
+  spec = decoder_spec(config)
+  estimator = make_estimator(config, spec)
+  source, val_examples = build_data(config)
+  data_iter = iter(make_loader(config, source))
+  ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
+                            best_metric=config.best_metric or None, best_mode=config.best_mode)
+  params = init_params(config, jax.random.PRNGKey(config.seed))
+  host_state, start = ckpt.restore_or_init(_host_state(config, params), data_iter)
+  state = parallel.replicate(host_state, backend)
+  schedule = make_schedule(config)
+
+  def step_fn(state, batch):
+    state, key = state.next_key()
+    est_state = algorithms.EstimatorState(count=state.mutable["estimator"]["count"])
+    grads, aux, est_state = estimator.update(state.params, batch, est_state, parallel.fold_in_device(key))
+    terms = {"loss": aux["loss"], "psnr_step_K": aux["psnr_K"][-1], "psnr_step_1": aux["psnr_K"][0],
+             "grad_norm": optax.tree.norm(grads)}
+    grads, terms = parallel.pmean((grads, terms))
+    return state.apply_gradients(grads, mutable={"estimator": {"count": est_state.count}}), terms
+
+  p_step = parallel.data_parallel(step_fn, backend)
+  logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
+                             images_per_step=config.global_batch_size, main_metric="loss")
+
+  def validate(state) -> float:
+    params = jax.device_get(parallel.unreplicate(state).params)
+    return patch_psnr(make_decode_fn(config, params), val_examples, config.eval_batch_size)
+
+  step, scalars = start, None
+  with train.PreemptionGuard() as guard, logger:
+    try:
+      for step in range(start + 1, config.steps + 1):
+        batch = next(data_iter)
+        state, terms = p_step(state, parallel.shard({"q": batch["q"], "target": batch["target"]}, backend))
+        scalars = train.to_host_scalars(terms)
+        train.check_finite(step, scalars, last_good_step=ckpt.latest_step)
+        if ckpt.should_save(step) or step % config.eval_every == 0 or step == config.steps:
+          scalars["val_psnr"] = validate(state)
+        if step % config.log_every == 0 or "val_psnr" in scalars:
+          logger.log(step, {**scalars, "learning_rate": train.learning_rate(schedule, step)})
+        if ckpt.should_save(step):
+          ckpt.save(step, parallel.unreplicate(state), data_iter, scalars)
+        if guard.should_stop():
+          logger.message(f"stopping at step {step} on {guard.requested}: saving a checkpoint")
+          break
+      if step > start:
+        if "val_psnr" not in scalars:
+          scalars["val_psnr"] = validate(state)
+        ckpt.save(step, parallel.unreplicate(state), data_iter, scalars, force=True)
+    finally:
+      ckpt.close()
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, data_spec: str) -> dict[str, Any]:
+  """Whole-image results on `data_spec` at `config.eval_bpp`: network vs original and plain codec vs original."""
+  _, state = train.load_for_eval(workdir)
+  params = jax.tree.map(jnp.asarray, state["params"])
+  decode_fn = make_decode_fn(config, params)
+  images = load_images(data_spec, "all" if data_spec != "sample" else "validation", config.max_eval_images)
+  rows = [patches.evaluate_image(decode_fn, img, codec=config.codec, bpp=config.eval_bpp, patch=config.patch,
+                                 batch_size=config.eval_batch_size) for img in images]
+  out: dict[str, Any] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
+  out["num_images"] = len(rows)
+  return out
