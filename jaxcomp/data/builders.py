@@ -46,6 +46,9 @@ SAMPLE_FILES = (
 
 DEFAULT_VALIDATION_FRACTION = 0.1
 
+# Folder datasets up to this many bytes on disk (~ raw pixels) are cached in memory by default (per process; see ImageSource).
+AUTO_CACHE_BYTES = 512 * 2**20
+
 
 def default_data_dir() -> str:
   """Where built datasets are cached: `$JAXCOMP_DATA_DIR`, else `$TFDS_DATA_DIR`, else `~/tensorflow_datasets`."""
@@ -233,10 +236,16 @@ class ImageSource(grain.RandomAccessDataSource):
 
   Picklable, so grain worker processes can open it. `decode=True` means the image feature holds encoded bytes
   (tfds `Image` read with `SkipDecoding`) which are decoded here to the canonical form.
+
+  `cache=True` keeps every record this process has read in memory. Reading a 1276x850 record from array_record
+  costs ~25-45 ms (chunk decompression + tf.Example parsing) against ~0.01 ms for a crop, so for datasets that fit
+  in RAM the cache turns epochs after the first into pure cropping. Each worker process holds its own cache (the
+  cached records are not pickled).
   """
 
   def __init__(self, tfds_source: Any, *, image_key: str = "image", name_key: str | None = "name",
-               decode: bool = False, grayscale: bool = False, label: str = "", metadata: dict | None = None):
+               decode: bool = False, grayscale: bool = False, label: str = "", metadata: dict | None = None,
+               cache: bool = False):
     self._source = tfds_source
     self._image_key = image_key
     self._name_key = name_key
@@ -244,22 +253,35 @@ class ImageSource(grain.RandomAccessDataSource):
     self._grayscale = grayscale
     self._label = label
     self.metadata = dict(metadata or {})
+    self.cache = cache
+    self._cache: dict[int, dict[str, Any]] = {}
+
+  def __getstate__(self) -> dict[str, Any]:
+    return {**self.__dict__, "_cache": {}}
 
   def __len__(self) -> int:
     return len(self._source)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    rec = self._source[int(index)]
+    index = int(index)
+    if self.cache and index in self._cache:
+      return dict(self._cache[index])
+    rec = self._source[index]
     name = rec.get(self._name_key) if self._name_key else None
     if isinstance(name, (bytes, np.bytes_)):
       name = bytes(name).decode("utf-8")
-    name = str(name) if name is not None else f"{self._label}[{int(index)}]"
+    name = str(name) if name is not None else f"{self._label}[{index}]"
     img = rec[self._image_key]
     if self._decode:
       img = decode_image(bytes(img), grayscale=self._grayscale, name=name)
     elif img.dtype != np.uint8 or img.shape[-1] != (1 if self._grayscale else 3):
       img = canonicalize_array(img, grayscale=self._grayscale, name=name)
-    return {"image": img, "name": name}
+    out = {"image": img, "name": name}
+    if self.cache:
+      img.flags.writeable = False  # shared by every later read: nobody may modify it in place
+      self._cache[index] = out
+      return dict(out)
+    return out
 
   def __repr__(self) -> str:
     return f"ImageSource({self._label!r}, {len(self)} records)"
@@ -271,7 +293,7 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _folder_source(folder: str | os.PathLike, split: str, *, grayscale: bool, data_dir: str | None,
-                   validation_fraction: float, files: Sequence[str] | None = None,
+                   validation_fraction: float, cache: bool | None, files: Sequence[str] | None = None,
                    label: str | None = None) -> ImageSource:
   builder = build_folder(folder, grayscale=grayscale, data_dir=data_dir, validation_fraction=validation_fraction,
                          files=files, label=label)
@@ -283,11 +305,13 @@ def _folder_source(folder: str | os.PathLike, split: str, *, grayscale: bool, da
       raise DataError(f"{folder}: no {part!r} split (it has {', '.join(available)}; "
                       f"{builder.info.metadata.get('num_images')} readable image(s))")
   src = builder.as_data_source(split=split)
+  if cache is None:  # raw pixels: the stored size is the in-memory size
+    cache = builder.info.dataset_size <= AUTO_CACHE_BYTES
   return ImageSource(src, grayscale=grayscale, label=f"{label or folder}/{split}",
-                     metadata=dict(builder.info.metadata))
+                     metadata=dict(builder.info.metadata), cache=cache)
 
 
-def _tfds_source(spec: str, split: str, *, grayscale: bool, data_dir: str | None) -> ImageSource:
+def _tfds_source(spec: str, split: str, *, grayscale: bool, data_dir: str | None, cache: bool) -> ImageSource:
   name, _, key = spec.partition(":")
   try:
     builder = tfds.builder(name, data_dir=data_dir)
@@ -308,12 +332,12 @@ def _tfds_source(spec: str, split: str, *, grayscale: bool, data_dir: str | None
     raise DataError(f"{spec!r} split {split!r}: cannot open tfds data source ({type(e).__name__}: {e})") from e
   name_key = next((k for k in ("name", "file_name", "filename", "id") if k in features), None)
   return ImageSource(src, image_key=key, name_key=name_key, decode=decode, grayscale=grayscale,
-                     label=f"{name}/{split}")
+                     label=f"{name}/{split}", cache=cache)
 
 
 def get_source(spec: str | os.PathLike, split: str = "train", *, grayscale: bool = False,
-               data_dir: str | None = None,
-               validation_fraction: float = DEFAULT_VALIDATION_FRACTION) -> ImageSource:
+               data_dir: str | None = None, validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
+               cache: bool | None = None) -> ImageSource:
   """A random-access source of `{"image": uint8 [H, W, C], "name": str}` records.
 
   Args:
@@ -323,6 +347,8 @@ def get_source(spec: str | os.PathLike, split: str = "train", *, grayscale: bool
     grayscale: 1-channel luma records instead of RGB.
     data_dir: where built datasets live (default `default_data_dir()`); for named datasets, tfds' data_dir.
     validation_fraction: for folders and `sample`, see `assign_splits`.
+    cache: keep decoded records in memory in each process (see `ImageSource`). Default: on for folder / `sample`
+      datasets of at most `AUTO_CACHE_BYTES` (512 MiB) of pixels, off for named tfds datasets.
 
   Raises:
     DataError: missing or empty folder, no readable image, unknown name, or a split the dataset lacks.
@@ -331,9 +357,10 @@ def get_source(spec: str | os.PathLike, split: str = "train", *, grayscale: bool
   data_dir = os.path.expanduser(data_dir) if data_dir else None
   if spec_str == "sample":
     return _folder_source(sample_folder(), split, grayscale=grayscale, data_dir=data_dir,
-                          validation_fraction=validation_fraction, files=sample_files(), label="sample")
+                          validation_fraction=validation_fraction, cache=cache, files=sample_files(),
+                          label="sample")
   if isinstance(spec, os.PathLike) or _looks_like_path(spec_str):
     return _folder_source(spec_str, split, grayscale=grayscale, data_dir=data_dir,
-                          validation_fraction=validation_fraction)
+                          validation_fraction=validation_fraction, cache=cache)
   return _tfds_source(spec_str, split, grayscale=grayscale,
-                      data_dir=data_dir or os.environ.get("JAXCOMP_DATA_DIR"))
+                      data_dir=data_dir or os.environ.get("JAXCOMP_DATA_DIR"), cache=bool(cache))

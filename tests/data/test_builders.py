@@ -183,3 +183,20 @@ def test_named_tfds_dataset(tmp_path):
     get_source("jaxcomp_test_named", "validation", data_dir=tmp_path)
   with pytest.raises(DataError, match="neither an existing folder"):
     get_source("no_such_dataset_xyz", data_dir=tmp_path)
+
+
+def test_cache_returns_the_same_records_and_is_not_pickled(folder12, data_dir):
+  plain = get_source(folder12[0], "all", data_dir=data_dir, cache=False)
+  cached = get_source(folder12[0], "all", data_dir=data_dir, cache=True)
+  assert get_source(folder12[0], "all", data_dir=data_dir).cache  # 12 tiny images: auto-cached
+  for _ in range(2):  # second pass served from memory
+    for i in range(len(plain)):
+      a, b = plain[i], cached[i]
+      assert a["name"] == b["name"]
+      np.testing.assert_array_equal(a["image"], b["image"])
+  assert not cached[0]["image"].flags.writeable
+  cached[0]["image"] = None  # callers may replace keys without touching the cache
+  assert cached[0]["image"] is not None
+  import pickle
+
+  assert pickle.loads(pickle.dumps(cached))._cache == {}
