@@ -103,7 +103,6 @@ def test_forward_shapes_likelihoods_rate_and_deterministic_eval(name, layout, N,
   chex.assert_trees_all_equal(a, b)  # no rng needed, identical outputs
   # the eval path rounds: y_hat is integer-valued around the medians, so its decoding is g_s(round(y - m) + m)
   y = model.apply(variables, x, method=type(model).analysis)
-  y = y[0] if name == "bmshj" else y
   if name == "bls":
     med = variables["params"]["entropy_bottleneck"]["quantiles"][:, 0, 1]
     x_ref = model.apply(variables, jnp.round(y - med) + med, method=type(model).synthesis)
