@@ -186,7 +186,7 @@ class JaxcompImageFolder(tfds.core.GeneratorBasedBuilder):
         readable.append(rel)
       except DataError as e:
         skipped[rel] = str(e).removeprefix(f"{path}: ")
-        warnings.warn(f"skipping {path}: {skipped[rel]}", stacklevel=2)
+        warnings.warn(f"skipping {path}: {skipped[rel]}", stacklevel=1)
     if not readable:
       raise DataError(f"{cfg.root}: no readable image among {len(cfg.files)} file(s) "
                       f"(e.g. {next(iter(skipped))}: {next(iter(skipped.values()))})")
