@@ -180,8 +180,8 @@ class CAE(nn.Module):
   statistics, updating `batch_stats` (pass `mutable=["batch_stats"]`); in eval mode it rounds and uses the
   running statistics, so the output is deterministic.
 
-  Other entry points (`method=`): `g_a`-side `analysis(x, train)` -> z, `quantize(z, train)` -> z_hat,
-  `synthesis(z_hat, train)` -> x_hat.
+  Other entry points (`method=`): `analysis(x, train)` -> z, `quantize(z, train)` -> z_hat,
+  `quantized_latent(x, train)` -> z_hat, `synthesis(z_hat, train)` -> x_hat.
   """
 
   latent_channels: int = 32
@@ -225,6 +225,10 @@ class CAE(nn.Module):
     if train:
       return quantizers.stochastic_round(z, self.make_rng("quantize"))
     return quantizers.round_ste(z)
+
+  def quantized_latent(self, x_BHWC: jax.Array, train: bool = False) -> jax.Array:
+    """Q(E(x)): the integer latent the ADMM variables constrain and the codec writes (rounded at test time)."""
+    return self.quantize(self.analysis(x_BHWC, train), train)
 
   def synthesis(self, z_hat: jax.Array, train: bool = False) -> jax.Array:
     return self.g_s(z_hat, train)
