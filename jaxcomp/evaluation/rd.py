@@ -1,0 +1,280 @@
+"""Rate-distortion curves: measuring a codec on a set of images, and comparing curves by Bjøntegaard deltas.
+
+An `RDCurve` is one codec (or one learned method over several lambdas) at several operating points. Its `results`
+follow CompressAI's results-JSON layout so curves overlay with CompressAI's published ones: per point, the mean
+over images of
+  "bpp" (real: 8 * bytes / pixels), "psnr-rgb", "psnr-yuv" ((4 Y + Cb + Cr) / 6, BT.601 full range),
+  "ssim-rgb", "ms-ssim-rgb" (both channel-averaged, data range 255), "encoding_time", "decoding_time" (seconds).
+Per-image values are kept in `per_image` for CSV output. MS-SSIM needs >= 161 px per side; for smaller images it is
+NaN and the mean omits it (the key is dropped if no image qualifies). For 1-channel images "psnr-yuv" is the PSNR of
+the single (luma) channel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pathlib
+import time
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcomp import metrics
+from jaxcomp.data import decode_image, read_image
+from jaxcomp.errors import ConfigError, DataError
+from jaxcomp.evaluation import codecs
+
+DISTORTION_KEYS = ("psnr-rgb", "psnr-yuv", "ssim-rgb", "ms-ssim-rgb")
+TIME_KEYS = ("encoding_time", "decoding_time")
+RESULT_KEYS = ("bpp",) + DISTORTION_KEYS + TIME_KEYS
+# Older CompressAI files (and other tools) use these names.
+KEY_ALIASES = {"psnr": "psnr-rgb", "ms-ssim": "ms-ssim-rgb", "ssim": "ssim-rgb"}
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
+
+
+class Codec(Protocol):
+  """What a method's `build_codec(config, params)` returns (see docs/architecture.md)."""
+
+  def compress(self, image_HWC: np.ndarray) -> bytes: ...
+
+  def decompress(self, data: bytes) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class RDCurve:
+  """One RD curve: `results[key][i]` is the mean of `key` over images at operating point `params[i]`.
+
+  Attributes:
+    name: label in tables, plots and the JSON "name".
+    description: free text (codec version and settings), the JSON "description".
+    results: CompressAI-layout mapping from metric key to one float per point; always has "bpp".
+    params: the operating point of each entry (quality, target bpp, lambda, workdir name...).
+    per_image: per point, a tuple of per-image dicts ("image" name plus the result keys and "num_bytes").
+  """
+  name: str
+  description: str
+  results: Mapping[str, tuple[float, ...]]
+  params: tuple[Any, ...] = ()
+  per_image: tuple[tuple[Mapping[str, Any], ...], ...] = ()
+
+  def __post_init__(self):
+    if "bpp" not in self.results:
+      raise ConfigError(f"RD curve {self.name!r}: results have no 'bpp' entry (keys: {sorted(self.results)})")
+    n = len(self.results["bpp"])
+    for k, v in self.results.items():
+      if len(v) != n:
+        raise ConfigError(f"RD curve {self.name!r}: results[{k!r}] has {len(v)} values but 'bpp' has {n}")
+    if self.params and len(self.params) != n:
+      raise ConfigError(f"RD curve {self.name!r}: {len(self.params)} params for {n} points")
+
+  def __len__(self) -> int:
+    return len(self.results["bpp"])
+
+  def metric(self, key: str) -> np.ndarray:
+    """Per-point means of `key` as float64, sorted by nothing (the points' own order)."""
+    key = KEY_ALIASES.get(key, key)
+    if key not in self.results:
+      raise ConfigError(f"RD curve {self.name!r} has no {key!r} (has {sorted(self.results)})")
+    return np.asarray(self.results[key], np.float64)
+
+  def sorted_by_rate(self) -> "RDCurve":
+    """The same curve with its points in increasing bpp."""
+    order = np.argsort(self.metric("bpp"), kind="stable")
+    return dataclasses.replace(
+        self, results={k: tuple(v[i] for i in order) for k, v in self.results.items()},
+        params=tuple(self.params[i] for i in order) if self.params else (),
+        per_image=tuple(self.per_image[i] for i in order) if self.per_image else ())
+
+
+def load_images(images: str | os.PathLike | Mapping[str, np.ndarray] | Sequence[np.ndarray]
+                ) -> list[tuple[str, np.ndarray]]:
+  """(name, uint8 [H, W, C]) pairs from a folder (sorted file names), a name -> image mapping, or a list of images
+  or of (name, image) pairs."""
+  if isinstance(images, (str, os.PathLike)):
+    folder = pathlib.Path(images)
+    if not folder.is_dir():
+      raise DataError(f"{folder}: not a folder of images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+      raise DataError(f"{folder}: no image files ({', '.join(_IMAGE_SUFFIXES)})")
+    return [(p.stem, read_image(p)) for p in files]
+  if isinstance(images, Mapping):
+    pairs = list(images.items())
+  else:  # a list of images, or of (name, image) pairs (what this function returns)
+    pairs = [a if isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) else (f"image{i:03d}", a)
+             for i, a in enumerate(images)]
+  if not pairs:
+    raise DataError("no images given")
+  for name, a in pairs:
+    a = np.asarray(a)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] not in (1, 3):
+      raise DataError(f"{name}: expected a uint8 image [H, W, 1|3], got {a.dtype} {a.shape}")
+  return [(str(n), np.asarray(a)) for n, a in pairs]
+
+
+@jax.jit
+def _quality_small(x_HWC: jnp.ndarray, y_HWC: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  yuv = metrics.psnr_yuv(x_HWC, y_HWC) if x_HWC.shape[-1] == 3 else metrics.psnr(x_HWC, y_HWC)
+  return {"psnr-rgb": metrics.psnr(x_HWC, y_HWC), "psnr-yuv": yuv, "ssim-rgb": metrics.ssim(x_HWC, y_HWC)}
+
+
+@jax.jit
+def _quality_ms(x_HWC: jnp.ndarray, y_HWC: jnp.ndarray) -> jnp.ndarray:
+  return metrics.ms_ssim(x_HWC, y_HWC)
+
+
+def image_quality(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> dict[str, float]:
+  """PSNR RGB / YUV, SSIM and MS-SSIM (NaN below 161 px a side) of a decoded uint8 image, data range 255."""
+  if original_HWC.shape != decoded_HWC.shape:
+    raise DataError(f"decoded image is {decoded_HWC.shape}, the original {original_HWC.shape}")
+  x = jnp.asarray(original_HWC, jnp.float32)
+  y = jnp.asarray(decoded_HWC, jnp.float32)
+  q = {k: float(v) for k, v in _quality_small(x, y).items()}
+  big = min(original_HWC.shape[:2]) >= metrics.ms_ssim_min_side()
+  q["ms-ssim-rgb"] = float(_quality_ms(x, y)) if big else math.nan
+  return q
+
+
+def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], bytes],
+            decode: Callable[[bytes], np.ndarray]) -> dict[str, Any]:
+  """Encodes, decodes and scores one image: one per-image record (times in seconds, wall clock)."""
+  t0 = time.perf_counter()
+  data = encode(image_HWC)
+  t1 = time.perf_counter()
+  decoded = decode(data)
+  t2 = time.perf_counter()
+  h, w = image_HWC.shape[:2]
+  rec = {"image": name, "num_bytes": len(data), "bpp": float(metrics.bpp(len(data), h, w))}
+  rec.update(image_quality(image_HWC, np.asarray(decoded)))
+  rec.update(encoding_time=t1 - t0, decoding_time=t2 - t1)
+  return rec
+
+
+def _mean_results(per_point: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, tuple[float, ...]]:
+  results = {}
+  for key in RESULT_KEYS:
+    cols = [np.asarray([r[key] for r in recs], np.float64) for recs in per_point]
+    if all(np.all(np.isnan(c)) for c in cols):
+      continue  # e.g. MS-SSIM on images that are all too small
+    results[key] = tuple(float(np.nanmean(c)) if not np.all(np.isnan(c)) else math.nan for c in cols)
+  return results
+
+
+def rd_curve_from_points(name: str, points: Iterable[tuple[Any, Callable[[np.ndarray], bytes],
+                                                           Callable[[bytes], np.ndarray]]],
+                         images, description: str = "", progress: Callable[[str], None] | None = None) -> RDCurve:
+  """Measures every `(param, encode, decode)` operating point on every image; means per point."""
+  imgs = load_images(images)
+  params, per_point = [], []
+  for param, encode, decode in points:
+    recs = []
+    for img_name, img in imgs:
+      recs.append({"param": param, **measure(img_name, img, encode, decode)})
+    if progress:
+      progress(f"{name} {param}: {np.mean([r['bpp'] for r in recs]):.3f} bpp, "
+               f"{np.mean([r['psnr-rgb'] for r in recs]):.2f} dB")
+    params.append(param)
+    per_point.append(tuple(recs))
+  if not params:
+    raise ConfigError(f"RD curve {name!r}: no operating points")
+  return RDCurve(name, description, _mean_results(per_point), tuple(params), tuple(per_point))
+
+
+def codec_rd_curve(images, codec: str = "jpeg420", params: Sequence[float] | None = None, *,
+                   name: str | None = None, progress: Callable[[str], None] | None = None) -> RDCurve:
+  """RD curve of a Pillow baseline (`jpeg420`, `jpeg444`, `jpeg2000`, `webp`, `avif`) on `images`.
+
+  Args:
+    images: a folder, a name -> uint8 image mapping, or a list of uint8 images `[H, W, C]`.
+    codec: the baseline (see `jaxcomp.evaluation.codecs.BASELINES`).
+    params: qualities (JPEG, WebP, AVIF) or target bpps (JPEG 2000); the codec's default sweep if None.
+    name: label of the curve (the codec name by default).
+  """
+  b = codecs.get_baseline(codec)
+  params = codecs.params_or_default(codec, params)
+  imgs = load_images(images)
+  channels = {img.shape[-1] for _, img in imgs}
+  if len(channels) != 1:
+    raise DataError(f"images mix {sorted(channels)} channels; give all RGB or all grayscale")
+  gray = channels.pop() == 1
+  decode = lambda data: decode_image(data, grayscale=gray, name=codec)
+  points = [(p, lambda img, p=p: b.encode(img, p), decode) for p in params]
+  return rd_curve_from_points(name or codec, points, imgs, b.description, progress)
+
+
+def learned_rd_curve(images, codecs_by_param: Mapping[Any, Codec], name: str, description: str = "", *,
+                     progress: Callable[[str], None] | None = None) -> RDCurve:
+  """RD curve of learned codecs, one per operating point (e.g. lambda -> `build_codec(config, params)`)."""
+  points = [(p, c.compress, c.decompress) for p, c in codecs_by_param.items()]
+  return rd_curve_from_points(name, points, images, description, progress)
+
+
+def curve_from_results(name: str, results: Mapping[str, Sequence[float]], description: str = "",
+                       params: Sequence[Any] = ()) -> RDCurve:
+  """An RD curve from already-averaged values (a method's eval summaries, a CompressAI JSON's "results")."""
+  res = {}
+  for k, v in results.items():
+    try:
+      a = np.asarray(v, np.float64)
+    except (TypeError, ValueError) as e:
+      raise ConfigError(f"RD curve {name!r}: results[{k!r}] is not a list of numbers") from e
+    if a.ndim != 1:
+      raise ConfigError(f"RD curve {name!r}: results[{k!r}] must be one number per point, got shape {a.shape}")
+    res[KEY_ALIASES.get(k, k)] = tuple(float(x) for x in a)
+  return RDCurve(name, description, res, tuple(params))
+
+
+def interpolate_at(curve: RDCurve, key: str, bpps: Sequence[float]) -> np.ndarray:
+  """`key` at the given rates, linearly interpolated in log(bpp) between measured points; NaN outside them."""
+  c = curve.sorted_by_rate()
+  r, v = np.log(c.metric("bpp")), c.metric(key)
+  ok = ~np.isnan(v)
+  return np.interp(np.log(np.asarray(bpps, np.float64)), r[ok], v[ok], left=math.nan, right=math.nan)
+
+
+def rd_table(curves: Sequence[RDCurve], anchor: str | int = 0, *, method: str = "pchip",
+             keys: Sequence[str] = DISTORTION_KEYS) -> list[dict[str, Any]]:
+  """Per curve: BD-rate (%) against the anchor curve in every distortion metric, and BD-PSNR (dB) for PSNR RGB.
+
+  `anchor` is a curve name or index. Entries are NaN where a curve lacks the metric, has too few points for
+  `method`, or does not overlap the anchor's range (BD deltas are undefined there). The anchor's own row is 0.
+  """
+  if not curves:
+    raise ConfigError("rd_table: no curves")
+  names = [c.name for c in curves]
+  if isinstance(anchor, str):
+    if anchor not in names:
+      raise ConfigError(f"anchor={anchor!r}: no curve of that name (have {names})")
+    anchor = names.index(anchor)
+  if not -len(curves) <= anchor < len(curves):
+    raise ConfigError(f"anchor={anchor}: only {len(curves)} curves")
+  ref = curves[anchor]
+  rows = []
+  for c in curves:
+    row: dict[str, Any] = {"name": c.name, "points": len(c), "bpp_min": float(np.min(c.metric("bpp"))),
+                           "bpp_max": float(np.max(c.metric("bpp")))}
+    for key in keys:
+      row[f"bd-rate {key}"] = _bd(metrics.bd_rate, ref, c, key, method)
+    row["bd-psnr psnr-rgb"] = _bd(metrics.bd_psnr, ref, c, "psnr-rgb", method)
+    for key in TIME_KEYS:
+      if key in c.results:
+        row[f"{key} ms"] = 1000.0 * float(np.mean(c.metric(key)))
+    rows.append(row)
+  return rows
+
+
+def _bd(fn, ref: RDCurve, test: RDCurve, key: str, method: str) -> float:
+  if key not in ref.results or key not in test.results:
+    return math.nan
+  ra, da = ref.metric("bpp"), ref.metric(key)
+  rt, dt = test.metric("bpp"), test.metric(key)
+  ka, kt = ~np.isnan(da), ~np.isnan(dt)
+  try:
+    return float(fn(ra[ka], da[ka], rt[kt], dt[kt], method=method))
+  except metrics.MetricInputError:
+    return math.nan
