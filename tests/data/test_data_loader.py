@@ -11,7 +11,7 @@ import pytest
 from jaxcomp.data import get_source, make_loader, pad_to_at_least
 from jaxcomp.data.transforms import Degrade, Jpeg
 from jaxcomp.errors import ConfigError
-from tests.data.conftest import random_rgb
+from data_test_images import random_rgb
 
 
 class ListSource:

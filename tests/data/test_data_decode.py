@@ -12,7 +12,7 @@ from PIL import Image
 
 from jaxcomp.data import canonicalize_array, decode_image, read_image
 from jaxcomp.errors import DataError
-from tests.data.conftest import png16_bytes, random_rgb
+from data_test_images import png16_bytes, random_rgb
 
 
 def luma(a_HWC: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from PIL import Image
 from jaxcomp.data import assign_splits, build_folder, get_source, read_image, sample_files
 from jaxcomp.data.builders import split_fraction
 from jaxcomp.errors import DataError
-from tests.data.conftest import png16_bytes, random_rgb, write_images
+from data_test_images import png16_bytes, random_rgb, write_images
 
 
 def records(src) -> dict[str, np.ndarray]:
