@@ -9,6 +9,18 @@ RATE = np.array([0.12, 0.25, 0.5, 0.9, 1.6])
 PSNR = np.array([26.1, 28.9, 31.7, 34.2, 37.0])
 METHODS = ["cubic", "pchip"]
 
+# Kodak means published in CompressAI's results/image/kodak/{jpeg,compressai-bmshj2018-factorized_mse_cpu}.json
+# (JPEG: its first 14 points, 0.22-1.37 bpp), rounded to 4 digits: realistic curves for the reference comparison.
+JPEG_BPP = [0.2212, 0.3266, 0.4231, 0.5084, 0.5879, 0.6601, 0.7289, 0.7860, 0.8497, 0.9060, 0.9644, 1.0372, 1.1274,
+            1.2398]
+JPEG_PSNR = [23.7799, 26.5772, 28.0422, 29.0418, 29.7847, 30.3783, 30.9032, 31.3078, 31.7048, 32.0587, 32.3993,
+             32.7899, 33.2347, 33.7926]
+JPEG_MSSSIM = [0.8031, 0.8899, 0.9236, 0.9427, 0.9533, 0.9606, 0.9661, 0.9697, 0.9726, 0.9753, 0.9773, 0.9793,
+               0.9814, 0.9837]
+BMSHJ_BPP = [0.1226, 0.1885, 0.2878, 0.4404, 0.6481, 0.9670, 1.3512, 1.8333]
+BMSHJ_PSNR = [26.9088, 28.2179, 29.6169, 31.2771, 32.9561, 35.3810, 37.3969, 39.6213]
+BMSHJ_MSSSIM = [0.9100, 0.9360, 0.9555, 0.9704, 0.9806, 0.9879, 0.9922, 0.9951]
+
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("factor", [0.8, 1.0, 1.37])
@@ -59,3 +71,24 @@ def test_errors():
     metrics.bd_psnr(RATE, PSNR, RATE, PSNR, method="linear")
   with pytest.raises(metrics.MetricInputError, match="non-positive"):
     metrics.bd_psnr(RATE - 1, PSNR, RATE, PSNR)
+
+
+# Computed once with the `bjontegaard` package (v1.3.0, another implementation of both methods), by:
+#   pip install --no-deps bjontegaard==1.3.0
+#   bjontegaard.bd_rate(JPEG_BPP, JPEG_PSNR, BMSHJ_BPP, BMSHJ_PSNR, method=m, require_matching_points=False,
+#                       min_overlap=0)   (and likewise with the MS-SSIM lists, and bd_psnr)
+BJONTEGAARD_1_3_0 = {
+    "cubic": {"rate-psnr": -49.01510609489623, "rate-msssim": -54.79131704614204, "psnr": 3.2119452025512842},
+    "pchip": {"rate-psnr": -48.932281219219284, "rate-msssim": -55.893594077431416, "psnr": 3.2118068372819524},
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_matches_bjontegaard_package_on_published_curves(method):
+  ref = BJONTEGAARD_1_3_0[method]
+  np.testing.assert_allclose(metrics.bd_rate(JPEG_BPP, JPEG_PSNR, BMSHJ_BPP, BMSHJ_PSNR, method=method),
+                             ref["rate-psnr"], rtol=1e-9)
+  np.testing.assert_allclose(metrics.bd_rate(JPEG_BPP, JPEG_MSSSIM, BMSHJ_BPP, BMSHJ_MSSSIM, method=method),
+                             ref["rate-msssim"], rtol=1e-9)
+  np.testing.assert_allclose(metrics.bd_psnr(JPEG_BPP, JPEG_PSNR, BMSHJ_BPP, BMSHJ_PSNR, method=method), ref["psnr"],
+                             rtol=1e-9)
