@@ -109,7 +109,7 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
   """Identity of one built folder dataset; `name` is derived from all other fields by `folder_config`."""
 
   root: str = ""
-  files: tuple[str, ...] = ()
+  files: tuple[str, ...] = dataclasses.field(default=(), repr=False)  # tfds logs the repr: keep it one line
   grayscale: bool = False
   validation_fraction: float = DEFAULT_VALIDATION_FRACTION
   encoding: str = "bytes"
