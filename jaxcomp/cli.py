@@ -65,6 +65,7 @@ def _load_config_module(path: pathlib.Path) -> types.ModuleType:
   if spec is None or spec.loader is None:
     raise ConfigError(f"config file {path} is not a Python file")
   module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses defined in the file look their module up there
   try:
     spec.loader.exec_module(module)
   except Exception as e:
@@ -98,11 +99,12 @@ def _flag_error(e: Exception) -> ConfigError:
   if isinstance(e, flags.UnrecognizedFlagError):
     return ConfigError(f"unknown flag --{getattr(e, 'flagname', msg)}")
   if isinstance(e, (AttributeError, KeyError)):
-    # config_flags raises these for --config.<key> naming no field of the locked config.
-    lines = [ln.strip().strip("'\"") for ln in msg.replace("\\n", "\n").splitlines() if ln.strip()]
-    key = lines[0].strip("'\"") if lines else msg
-    hint = f" ({lines[-1]})" if len(lines) > 1 else ""
-    return ConfigError(f"unknown config key {key!r}{hint}")
+    # config_flags raises these for --config.<key> naming no field of the locked config; the message is a repr.
+    text = msg.replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
+    key = re.search(r"'([\w.]+)'", text)
+    hint = re.search(r'Did you mean "([\w.]+)"', text)
+    return ConfigError(f"unknown config key {key.group(1) if key else text.strip()!r}"
+                       + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
   if "Traceback" in msg:  # get_config raised: keep the flag and the exception line, drop the traceback
     lines = [ln for ln in msg.splitlines() if ln.strip()]
     return ConfigError(f"{lines[0].rstrip(':')} {lines[-1].strip()}")
@@ -164,7 +166,8 @@ def cmd_list(fv: flags.FlagValues, args: list[str]) -> int:
     try:
       module = _load_config_module(path)
     except ConfigError as e:
-      print(f"  {path.name}: {e}")
+      if "defines no get_config" not in str(e):  # other Python files beside the configs are not configs
+        print(f"  {path.name}: {e}")
       continue
     described = variants(module) or {"": (module.__doc__ or "").strip().splitlines()[0:1] or ["(no VARIANTS)"]}
     for variant, description in described.items():

@@ -16,6 +16,15 @@ NDEV = 8
 PER_DEVICE = 3
 FEATURES = 5
 
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+  """Tiny programs, run once or twice: compiling without XLA optimisations is faster overall (restored after)."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
 
 class _Net(nn.Module):
   """Dense -> BatchNorm -> relu -> Dense; `axis_name=None` is the single-device reference."""

@@ -72,7 +72,8 @@ def to_host_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
   """Fetches metrics to host floats; replicated arrays (leading device axis) are read from the first device."""
   out = {}
   for k, v in metrics.items():
-    a = np.asarray(jax.device_get(v))
+    # addressable_data(0): this host's first shard, which also works for multi-host global arrays.
+    a = np.asarray(v.addressable_data(0)) if isinstance(v, jax.Array) else np.asarray(v)
     out[k] = float(a.reshape(-1)[0]) if a.size else float("nan")
   return out
 

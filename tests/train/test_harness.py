@@ -18,6 +18,15 @@ from jaxcomp import train
 from jaxcomp.errors import CheckpointError, TrainingDiverged
 from jaxcomp.train import checkpoint as ckpt_lib
 
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+  """Tiny programs, run once or twice: compiling without XLA optimisations is faster overall (restored after)."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
 
 def _state(n=3, seed=0):
   params = {"w": jnp.arange(n, dtype=jnp.float32), "b": jnp.zeros(())}

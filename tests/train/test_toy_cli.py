@@ -29,6 +29,16 @@ def _toy_importable(monkeypatch):
   monkeypatch.syspath_prepend(str(REPO))  # config.method = "tests.toy.method"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+  """XLA:CPU takes seconds to optimise PRNG-heavy init programs; these tests run a few tiny steps, so compiling
+  without optimisations is much faster overall (docs: /work/shared/notes/performance.md). Restored afterwards."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
 def _train(workdir, *overrides, variant="tiny"):
   return cli.main(["train", "--config", f"{CONFIG}:{variant}", "--workdir", str(workdir), *overrides])
 
@@ -113,7 +123,8 @@ def test_compress_decompress_roundtrip(straight_run, tmp_path, capsys):
 
 
 def _subprocess(*args, **kwargs):
-  env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+         "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
   return subprocess.Popen([sys.executable, "-m", "jaxcomp.cli", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, **kwargs)
 

@@ -1,0 +1,182 @@
+"""CLI error paths: each is one line `jaxcomp: error: ...` on stderr and exit code 2, with nothing left behind."""
+
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxcomp import cli, methods, train
+from jaxcomp.errors import ConfigError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOY_DIR = REPO / "tests" / "toy"
+CONFIG = str(TOY_DIR / "config.py")
+
+
+@pytest.fixture(autouse=True)
+def _toy_importable(monkeypatch):
+  monkeypatch.syspath_prepend(str(REPO))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fast_compile():
+  """Tiny programs, run once: compiling without XLA optimisations is faster overall (restored after)."""
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)
+
+
+def _error(capsys, argv, *fragments):
+  """Runs the CLI in-process; asserts exit 2 and a one-line error holding every fragment."""
+  rc = cli.main(argv)
+  err = capsys.readouterr().err.strip()
+  assert rc == 2, err
+  lines = [ln for ln in err.splitlines() if ln.startswith("jaxcomp: error: ")]
+  assert len(lines) == 1, err
+  for f in fragments:
+    assert f in lines[0], lines[0]
+  return lines[0]
+
+
+def _toy_checkpoint(workdir, method="tests.toy.method", width=4):
+  """A real toy checkpoint written without training (initial state), for the paths that need one."""
+  from tests.toy import config as toy_config, method as toy_method
+  config = toy_config.get_config("tiny")
+  with config.unlocked():
+    config.method, config.width = method, width
+  with train.Checkpointer(workdir, config, every=1) as ck:
+    ck.save(1, toy_method._init_host_state(config), force=True)
+
+
+@pytest.fixture(scope="module")
+def toy_workdir(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("toy")
+  sys.path.insert(0, str(REPO))
+  try:
+    _toy_checkpoint(workdir)
+  finally:
+    sys.path.remove(str(REPO))
+  return workdir
+
+
+def test_unknown_command(capsys):
+  _error(capsys, ["fly"], "unknown command 'fly'", "train")
+
+
+def test_help_and_no_command(capsys):
+  assert cli.main(["--help"]) == 0
+  assert "jaxcomp train --config" in capsys.readouterr().out
+  assert cli.main([]) == 2
+
+
+def test_unknown_method(capsys, tmp_path):
+  _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.method=nosuch"],
+         "unknown method 'nosuch'", "proxiqa")
+  _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.method=tests.toy.nope"],
+         "no module named tests.toy.nope")
+  assert not any(tmp_path.iterdir())
+
+
+def test_registered_method_without_module(capsys, tmp_path, monkeypatch):
+  monkeypatch.setitem(methods.METHODS, "ghost", "jaxcomp.methods.ghost.train")
+  _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.method=ghost"],
+         "method 'ghost' is registered but its module jaxcomp.methods.ghost.train is not available")
+
+
+def test_method_module_lacking_entry_points():
+  with pytest.raises(ConfigError, match="does not define train_and_evaluate, evaluate"):
+    methods.get_method("tests.toy.config")
+
+
+def test_unknown_variant(capsys, tmp_path):
+  _error(capsys, ["train", "--config", f"{CONFIG}:huge", "--workdir", str(tmp_path)],
+         "unknown variant 'huge'", "known: default, tiny")
+
+
+def test_unknown_config_key(capsys, tmp_path):
+  _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.stepz=3"],
+         "unknown config key 'stepz' (did you mean 'steps'?)")
+
+
+@pytest.mark.parametrize("override", ["--config.steps=abc", "--config.steps=1.5", "--config.learning_rate=fast"])
+def test_value_of_wrong_type(capsys, tmp_path, override):
+  _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), override], override)
+
+
+def test_missing_config_file_flag_and_workdir(capsys, tmp_path):
+  _error(capsys, ["train", "--config", str(tmp_path / "none.py"), "--workdir", str(tmp_path)],
+         "config file", "none.py not found")
+  _error(capsys, ["train", "--workdir", str(tmp_path)], "--config is required")
+  _error(capsys, ["train", "--config", CONFIG], "--workdir is required")
+  _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), "--bogus=1"], "unknown flag --bogus")
+
+
+def test_workdir_of_another_method(capsys, tmp_path):
+  _toy_checkpoint(tmp_path, method="tests.toy.other")
+  _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path)],
+         "holds a checkpoint of method 'tests.toy.other', not 'tests.toy.method'")
+
+
+def test_workdir_of_another_config_shape(capsys, toy_workdir, tmp_path):
+  import shutil
+  workdir = tmp_path / "w"
+  shutil.copytree(toy_workdir, workdir)
+  before = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  _error(capsys, ["train", "--config", f"{CONFIG}:tiny", "--workdir", str(workdir), "--config.width=6"],
+         "'params/bn/bias' is (4,) float32 in the checkpoint but (6,) float32")
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == before
+
+
+def test_eval_errors(capsys, toy_workdir, tmp_path):
+  _error(capsys, ["eval", "--workdir", str(toy_workdir), "--data", str(tmp_path / "nowhere")],
+         "data folder", "nowhere not found")
+  _error(capsys, ["eval", "--workdir", str(toy_workdir)], "exactly one of --data FOLDER or --dataset NAME")
+  _error(capsys, ["eval", "--workdir", str(tmp_path), "--dataset", "sample"], "no checkpoint in workdir")
+  _error(capsys, ["eval", "--workdir", str(tmp_path / "absent"), "--dataset", "sample"], "absent does not exist")
+  _error(capsys, ["eval", "--workdir", str(toy_workdir), "--dataset", "imagenet9"], "unknown dataset 'imagenet9'")
+
+
+def test_eval_from_initial_checkpoint(capsys, toy_workdir):
+  assert cli.main(["eval", "--workdir", str(toy_workdir), "--dataset", "sample"]) == 0
+  assert '"num_images": 4' in capsys.readouterr().out
+  assert (toy_workdir / "eval" / "sample.json").exists()
+
+
+def test_compress_errors_leave_no_output(capsys, toy_workdir, tmp_path):
+  out = tmp_path / "x.jxc"
+  _error(capsys, ["compress", "--workdir", str(toy_workdir), str(tmp_path / "missing.png"), str(out)],
+         "input image", "missing.png not found")
+  (tmp_path / "broken.png").write_bytes(b"not a png")
+  _error(capsys, ["compress", "--workdir", str(toy_workdir), str(tmp_path / "broken.png"), str(out)], "broken.png")
+  _error(capsys, ["compress", "--workdir", str(toy_workdir), str(tmp_path / "broken.png")],
+         "takes an input and an output path")
+  Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "ok.png")
+  _error(capsys, ["compress", "--workdir", str(tmp_path / "none"), str(tmp_path / "ok.png"), str(out)],
+         "does not exist")
+  _error(capsys, ["decompress", "--workdir", str(toy_workdir), str(tmp_path / "ok.png"), str(tmp_path / "o.xyz")],
+         "unknown image extension '.xyz'")
+  assert not out.exists() and not (tmp_path / "o.xyz").exists()
+  assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_list_shows_methods_and_variants(capsys):
+  assert cli.main(["list", "--configs_dir", str(TOY_DIR)]) == 0
+  out = capsys.readouterr().out
+  for name in methods.METHODS:
+    assert f"  {name} " in out
+  assert "config.py:tiny" in out and "same model, 4 steps" in out
+  assert "method.py" not in out  # a file without get_config is reported, not listed as a config
+  _error(capsys, ["list", "--configs_dir", str(REPO / "nowhere")], "configs folder", "not found")
+
+
+def test_module_entry_point_exit_code(tmp_path):
+  """`python -m jaxcomp.cli` (the same entry point as the `jaxcomp` script) exits 2 on a user error."""
+  proc = subprocess.run([sys.executable, "-m", "jaxcomp.cli", "train", "--config", f"{CONFIG}:huge", "--workdir",
+                         str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("jaxcomp: error: unknown variant 'huge'")
