@@ -1,4 +1,4 @@
-"""SSIM and MS-SSIM (Wang, Simoncelli & Bovik 2003) in JAX: jittable, differentiable, batched.
+"""SSIM (Wang et al. 2004) and MS-SSIM (Wang, Simoncelli & Bovik 2003) in JAX: jittable, differentiable, batched.
 
 Conventions (the reference implementation's, and those of `skimage` / `pytorch_msssim`):
 - an 11x11 Gaussian window with sigma 1.5, normalised to sum 1, applied separably as a *valid* convolution (no
