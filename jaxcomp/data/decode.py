@@ -29,9 +29,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jaxcomp.errors import DataError
 
-# Suffixes we look for when scanning folders; anything else in a folder is reported as skipped, not silently ignored.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".ppm", ".pgm", ".pnm")
-
 _16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
