@@ -120,24 +120,25 @@ def load_images(images: str | os.PathLike | Mapping[str, np.ndarray] | Sequence[
 @jax.jit
 def _quality_small(x_HWC: jnp.ndarray, y_HWC: jnp.ndarray) -> dict[str, jnp.ndarray]:
   yuv = metrics.psnr_yuv(x_HWC, y_HWC) if x_HWC.shape[-1] == 3 else metrics.psnr(x_HWC, y_HWC)
-  return {"psnr-rgb": metrics.psnr(x_HWC, y_HWC), "psnr-yuv": yuv, "ssim-rgb": metrics.ssim(x_HWC, y_HWC)}
+  return {"psnr-rgb": metrics.psnr(x_HWC, y_HWC), "psnr-yuv": yuv, "ssim-rgb": metrics.ssim(x_HWC, y_HWC),
+          "ms-ssim-rgb": jnp.full((), jnp.nan, x_HWC.dtype)}
 
 
 @jax.jit
-def _quality_ms(x_HWC: jnp.ndarray, y_HWC: jnp.ndarray) -> jnp.ndarray:
-  return metrics.ms_ssim(x_HWC, y_HWC)
+def _quality_big(x_HWC: jnp.ndarray, y_HWC: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  yuv = metrics.psnr_yuv(x_HWC, y_HWC) if x_HWC.shape[-1] == 3 else metrics.psnr(x_HWC, y_HWC)
+  s, ms = metrics.ssim_and_ms_ssim(x_HWC, y_HWC)  # SSIM comes free with MS-SSIM's first scale
+  return {"psnr-rgb": metrics.psnr(x_HWC, y_HWC), "psnr-yuv": yuv, "ssim-rgb": s, "ms-ssim-rgb": ms}
 
 
 def image_quality(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> dict[str, float]:
   """PSNR RGB / YUV, SSIM and MS-SSIM (NaN below 161 px a side) of a decoded uint8 image, data range 255."""
   if original_HWC.shape != decoded_HWC.shape:
     raise DataError(f"decoded image is {decoded_HWC.shape}, the original {original_HWC.shape}")
-  x = jnp.asarray(original_HWC, jnp.float32)
-  y = jnp.asarray(decoded_HWC, jnp.float32)
-  q = {k: float(v) for k, v in _quality_small(x, y).items()}
   big = min(original_HWC.shape[:2]) >= metrics.ms_ssim_min_side()
-  q["ms-ssim-rgb"] = float(_quality_ms(x, y)) if big else math.nan
-  return q
+  fn = _quality_big if big else _quality_small
+  q = fn(jnp.asarray(original_HWC, jnp.float32), jnp.asarray(decoded_HWC, jnp.float32))
+  return {k: float(v) for k, v in q.items()}
 
 
 def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], bytes],

@@ -144,20 +144,44 @@ def ms_ssim(x: jnp.ndarray, y: jnp.ndarray, data_range: float = 255.0, *,
               f"{m} scales with {win_size}x{win_size} windows; use ssim() for smaller images")
   x_NHWC, lead = _flatten(x)
   y_NHWC, _ = _flatten(y)
-  return _ms_ssim_NHWC(x_NHWC, y_NHWC, data_range, tuple(float(w) for w in weights), win_size, sigma, k1,
-                       k2).reshape(lead)
+  _, ms = _ms_ssim_NHWC(x_NHWC, y_NHWC, data_range, tuple(float(w) for w in weights), win_size, sigma, k1, k2)
+  return ms.reshape(lead)
+
+
+def ssim_and_ms_ssim(x: jnp.ndarray, y: jnp.ndarray, data_range: float = 255.0, **kwargs
+                     ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """`(ssim(x, y), ms_ssim(x, y))` in one pass: SSIM is the full-resolution scale of MS-SSIM, computed anyway.
+
+  Same arguments as `ms_ssim` (`weights`, `win_size`, `sigma`, `k1`, `k2` by keyword); both of shape `x.shape[:-3]`.
+  """
+  x, y = as_float_pair(x, y, "ms_ssim")
+  weights = tuple(float(w) for w in kwargs.pop("weights", MS_SSIM_WEIGHTS))
+  opts = dict(win_size=11, sigma=1.5, k1=0.01, k2=0.03)
+  unknown = set(kwargs) - set(opts)
+  if unknown:
+    raise TypeError(f"ssim_and_ms_ssim: unexpected arguments {sorted(unknown)}")
+  opts.update(kwargs)
+  _check_size(x.shape, ms_ssim_min_side(len(weights), opts["win_size"]), "ms_ssim",
+              f"{len(weights)} scales with {opts['win_size']}x{opts['win_size']} windows")
+  x_NHWC, lead = _flatten(x)
+  y_NHWC, _ = _flatten(y)
+  s, ms = _ms_ssim_NHWC(x_NHWC, y_NHWC, data_range, weights, opts["win_size"], opts["sigma"], opts["k1"], opts["k2"])
+  return s.reshape(lead), ms.reshape(lead)
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
 def _ms_ssim_NHWC(x_NHWC: jnp.ndarray, y_NHWC: jnp.ndarray, data_range, weights: tuple[float, ...], win_size: int,
-                  sigma: float, k1: float, k2: float) -> jnp.ndarray:
+                  sigma: float, k1: float, k2: float) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(full-resolution SSIM, MS-SSIM), each averaged over channels: two arrays `[N]`."""
   m = len(weights)
   total = None
   for j, w in enumerate(weights):
     s_NC, cs_NC = _ssim_and_cs(x_NHWC, y_NHWC, data_range, win_size, sigma, k1, k2)
+    if j == 0:
+      ssim_N = jnp.mean(s_NC, axis=-1)
     # Explicit products (not jnp.prod) keep the gradient exact when a clipped factor is 0.
     factor = _safe_pow(s_NC if j == m - 1 else cs_NC, w)
     total = factor if total is None else total * factor
     if j < m - 1:
       x_NHWC, y_NHWC = _pool2(x_NHWC), _pool2(y_NHWC)
-  return jnp.mean(total, axis=-1)
+  return ssim_N, jnp.mean(total, axis=-1)

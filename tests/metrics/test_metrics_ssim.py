@@ -142,3 +142,15 @@ def test_gradients_match_finite_differences_float64():
   r = subprocess.run([sys.executable, "-c", _X64_SCRIPT], env=env, capture_output=True, text=True, timeout=600,
                      cwd=pathlib.Path(__file__).resolve().parents[2])
   assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_ssim_and_ms_ssim_in_one_pass_equals_separate_calls():
+  rng = np.random.default_rng(7)
+  x = rng.uniform(0, 255, (2, 40, 36, 3))
+  y = np.clip(x + rng.normal(0, 30, x.shape), 0, 255)
+  s, ms = metrics.ssim_and_ms_ssim(x, y, **SMALL)
+  chex.assert_shape([s, ms], (2,))
+  np.testing.assert_allclose(s, metrics.ssim(x, y, **SMALL), atol=1e-6)
+  np.testing.assert_allclose(ms, metrics.ms_ssim(x, y, **SMALL), atol=1e-6)
+  with pytest.raises(TypeError, match="window"):
+    metrics.ssim_and_ms_ssim(x, y, window=3)
