@@ -15,7 +15,6 @@ import pathlib
 import re
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 
 from jaxcomp.errors import DataError
 from jaxcomp.evaluation.rd import DISTORTION_KEYS, RDCurve, curve_from_results, rd_table
