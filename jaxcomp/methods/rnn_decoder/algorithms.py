@@ -8,8 +8,7 @@ Each `make_*` returns a `GradientEstimator(init, update)`:
 for the same model (`models.step`) and the same objective (eq. 17), so their gradients can be compared
 coordinate by coordinate and fed to any optax optimizer. `batch = {"q": q_BNd, "target": target_BD}`; `aux` holds
 the loss and per-step reconstructions' PSNR. A batch is one K-step refinement episode per example, starting at z_0 = 0,
-so no recurrent quantity survives from one batch to the next: the estimator state only counts updates (and, for SAB,
-nothing more is needed either). The online algorithms expose their per-step recursions too (`rtrl_step`,
+so no recurrent quantity survives from one batch to the next and the estimator state only counts updates. The online algorithms expose their per-step recursions too (`rtrl_step`,
 `uoro_step`) for researchers who want to drive them step by step.
 
 Memory: BPTT stores the K states for the backward pass (linear in K). RTRL and UORO run the K steps in a
