@@ -56,6 +56,7 @@ def main() -> None:
 
   from jaxcomp.data import get_source  # noqa: PLC0415
 
+  load_1min = os.getloadavg()[0]  # other jobs on the machine: context for the figures
   t0 = time.perf_counter()
   source = get_source(args.folder, "all", data_dir=args.data_dir, cache=False)
   build_s = time.perf_counter() - t0
@@ -80,7 +81,7 @@ def main() -> None:
       "## Data pipeline: random crops per second (`jaxcomp.data.make_loader`)",
       "",
       f"Command: `{cmd}`  ",
-      f"Machine: {machine_line()}  ",
+      f"Machine: {machine_line()}, 1-minute load average {load_1min:.1f} at start  ",
       f"Data: {len(source)} images from `{args.folder}` ({megapixels[0]:.2f}-{megapixels[-1]:.2f} megapixels),"
       f" stored as raw uint8 array_record (dataset ready in {build_s:.1f} s, build included if not cached).  ",
       f"Random {args.crop}x{args.crop} crops + horizontal flips, batch {args.batch}, ~{args.seconds:g} s timed per"
