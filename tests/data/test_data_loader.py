@@ -6,6 +6,8 @@ import itertools
 import json
 
 import chex
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import pytest
 
@@ -177,6 +179,17 @@ def test_small_image_rule_reflect_pads_evenly(hw):
   h, w = hw
   H, W = max(h, 12), max(w, 16)
   chex.assert_shape(out, (H, W, 3))
+  top, left = (H - h) // 2, (W - w) // 2
+  ref = a[[reflect_index(y - top, h) for y in range(H)]][:, [reflect_index(x - left, w) for x in range(W)]]
+  np.testing.assert_array_equal(out, ref)
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(h=st.integers(1, 9), w=st.integers(1, 9), ch=st.integers(1, 25), cw=st.integers(1, 25))
+def test_small_image_rule_property(h, w, ch, cw):
+  a = np.arange(h * w, dtype=np.int32).reshape(h, w, 1)
+  out = pad_to_at_least(a, ch, cw)
+  H, W = max(h, ch), max(w, cw)
   top, left = (H - h) // 2, (W - w) // 2
   ref = a[[reflect_index(y - top, h) for y in range(H)]][:, [reflect_index(x - left, w) for x in range(W)]]
   np.testing.assert_array_equal(out, ref)

@@ -41,6 +41,12 @@ def test_jpeg_bytes_are_the_real_file_size(img):
   chex.assert_shape(out, img.shape)
 
 
+def test_jpeg_chroma_subsampling_option(img):
+  (full, n444), (half, n420) = T.jpeg(img, 90, "4:4:4"), T.jpeg(img, 90, "4:2:0")
+  assert n444 > n420 and psnr(img, full) > psnr(img, half)
+  assert T.jpeg(img, 90)[1] == n420  # the default is 4:2:0
+
+
 def test_jpeg_quality_orders_size_and_fidelity(img):
   (lo, n_lo), (hi, n_hi) = T.jpeg(img, 10), T.jpeg(img, 90)
   assert n_lo < n_hi and psnr(img, lo) < psnr(img, hi)
