@@ -24,8 +24,9 @@ with the paper's figures (a stride-8 latent of 32 channels is 0.5 symbols per pi
        15 x bottleneck residual block at 128
        subpix(128 -> 64, x1) + PReLU, subpix(64 -> 32, x2) + PReLU, subpix(32 -> 3, x1), (tanh + 1) / 2
   where subpix(a -> b, xr) = conv kxk (k = `subpix_kernel`, 1 in the authors' model) to r^2 b channels, BN, pixel
-  shuffle by r (`jaxcomp.nn.depth_to_space`, PyTorch channel order). Encoder convolutions use reflection padding (Theis et al.'s mirror padding); convolutions feeding a
-  BatchNorm have no bias. Weights use He-normal (fan-out) initialisation, as the authors'.
+  shuffle by r (`jaxcomp.nn.depth_to_space`, PyTorch channel order). Encoder convolutions use reflection padding
+  (Theis et al.'s mirror padding); convolutions feeding a BatchNorm have no bias. Weights use He-normal (fan-out)
+  initialisation, as the authors'.
 
 BatchNorm: `bn_axis_name` = `jaxcomp.parallel.AXIS` inside the data-parallel step synchronises the batch statistics
 across devices (the global batch of 32 is what the paper normalises over); None for single-device use.

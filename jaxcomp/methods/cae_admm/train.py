@@ -283,7 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
 
   logger = train.TrainLogger(workdir, total_steps=total_steps, start_step=start,
                              images_per_step=config.global_batch_size, main_metric="loss")
-  step, scalars = start, {}
+  step, scalars, quick_eval = start, {}, None
   with train.PreemptionGuard() as guard, logger:
     try:
       for step in range(start + 1, total_steps + 1):
@@ -315,7 +315,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
                             "z_nonzeros": float(jnp.mean(jnp.sum(admm_state.z != 0, axis=(1, 2, 3))))},
                      prefix="admm")
         if end_of_epoch and (epoch % config.eval_every_epochs == 0 or step == total_steps):
-          logger.log(step, _quick_eval(encode, model, host_variables(state), config), prefix="eval")
+          if quick_eval is None:
+            quick_eval = _quick_eval_fn(model, config)
+          logger.log(step, quick_eval(host_variables(state)), prefix="eval")
           logger.reset_timer()
         if ckpt.should_save(step) or step == total_steps or guard.should_stop():
           counts = symbol_counts(_encode_all(encode, host_variables(state), table_anchors, config.admm.batch_size),
@@ -328,14 +330,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
       ckpt.close()
 
 
-def _quick_eval(encode, model: models.CAE, variables, config) -> dict[str, float]:
-  """PSNR / SSIM / zero fraction of the eval-mode model on centre crops of `eval_data` (no entropy coding)."""
+def _quick_eval_fn(model: models.CAE, config: ml_collections.ConfigDict):
+  """`fn(variables) -> {psnr, ssim, zeros}` of the eval-mode model on centre crops of `eval_data` (no coding)."""
   images = center_crops(data.get_source(config.eval_data, "all"), config.crop_size, config.max_eval_images)
-  x = jnp.asarray(images, jnp.float32) / 255.0
-  out = jax.jit(lambda v, t: model.apply(v, t, train=False))(variables, x)
-  x_hat = jnp.round(jnp.clip(out["x_hat"], 0, 1) * 255.0) / 255.0
-  return {"psnr": float(jnp.mean(metrics.psnr(x, x_hat, 1.0))), "ssim": float(jnp.mean(metrics.ssim(x, x_hat, 1.0))),
-          "zeros": float(jnp.mean(out["z_hat"] == 0))}
+
+  @jax.jit
+  def scores(variables, x_uint8):
+    x = x_uint8.astype(jnp.float32) / 255.0
+    out = model.apply(variables, x, train=False)
+    x_hat = jnp.round(jnp.clip(out["x_hat"], 0, 1) * 255.0) / 255.0
+    return {"psnr": jnp.mean(metrics.psnr(x, x_hat, 1.0)), "ssim": jnp.mean(metrics.ssim(x, x_hat, 1.0)),
+            "zeros": jnp.mean(out["z_hat"] == 0)}
+
+  return lambda variables: {k: float(v) for k, v in scores(variables, jnp.asarray(images)).items()}
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, data_spec: str) -> dict[str, Any]:
