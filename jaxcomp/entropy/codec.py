@@ -220,15 +220,12 @@ class Codec:
   # -- factorized coding, channel-major so the per-channel groups are already contiguous --------------------------
   def _code_factorized(self, sym_1hwC: np.ndarray) -> bytes:
     C = sym_1hwC.shape[-1]
-    vals = np.moveaxis(sym_1hwC.reshape(-1, C), -1, 0)  # [C, N]
-    idx = np.repeat(np.arange(C, dtype=np.int32), vals.shape[1])
-    return self._eb_coder.encode(vals.astype(np.int64), idx)
+    return self._eb_coder.encode_rows(np.ascontiguousarray(sym_1hwC.reshape(-1, C).T).astype(np.int64))
 
   def _decode_factorized(self, data: bytes, shape, symbols_only: bool = False) -> np.ndarray:
     C = shape[-1]
     n = int(np.prod(shape[:-1]))
-    idx = np.repeat(np.arange(C, dtype=np.int32), n)
-    sym = np.moveaxis(self._eb_coder.decode(data, idx).reshape(C, n), 0, -1).reshape(shape).astype(np.float32)
+    sym = self._eb_coder.decode_rows(data, n).T.reshape(shape).astype(np.float32)
     return sym if symbols_only else (sym + self._medians).astype(np.float32)
 
 

@@ -46,6 +46,7 @@ class RangeCoder:
     cdf = np.asarray(tables["cdf"], np.int64)
     self._length = np.asarray(tables["cdf_length"], np.int64) - 2  # regular symbols per table; escape = length
     self._offset = np.asarray(tables["offset"], np.int64)
+    self._length32, self._offset32 = self._length.astype(np.int32), self._offset.astype(np.int32)
     scale = float(1 << int(tables["precision"]))
     self._models = []
     for t in range(cdf.shape[0]):
@@ -65,31 +66,41 @@ class RangeCoder:
     order = np.argsort(key, kind="stable")
     return idx, order, counts
 
+  def _per_element(self, table_values: np.ndarray, idx_sorted: np.ndarray, order, counts) -> np.ndarray:
+    """`table_values[idx]` for grouped indexes: a repeat when already grouped (cheaper than a gather)."""
+    if order is None:
+      present = np.flatnonzero(counts)
+      return np.repeat(table_values[present], counts[present])
+    return table_values[idx_sorted]
+
   def encode(self, values: np.ndarray, indexes: np.ndarray) -> bytes:
     """Codes int `values` with the tables `indexes` (same shape); returns the compressed bytes."""
-    values = np.asarray(values).reshape(-1).astype(np.int64)
+    values = np.asarray(values).reshape(-1)
     idx, order, counts = self._group(indexes)
     if values.shape != idx.shape:
       raise ValueError(f"values {values.shape} and indexes {idx.shape} differ in size")
-    if values.size and np.abs(values).max() > MAX_ABS_VALUE:
+    if values.size and max(-int(values.min()), int(values.max())) > MAX_ABS_VALUE:
       raise ValueError(f"a value of magnitude {np.abs(values).max()} exceeds the coder's limit 2**30")
+    values = values.astype(np.int32, copy=False)
     if order is not None:
       values, idx = values[order], idx[order]
-    s = values - self._offset[idx]
-    length = self._length[idx]
-    escape = (s < 0) | (s >= length)
-    syms = np.where(escape, length, s).astype(np.int32)
+    s = values - self._per_element(self._offset32, idx, order, counts)
+    length = self._per_element(self._length32, idx, order, counts)
+    # One unsigned compare finds both s < 0 (wraps to a huge value) and s >= length.
+    escape = s.view(np.uint32) >= length.view(np.uint32)
+    any_escape = bool(escape.any())
+    syms = np.where(escape, length, s) if any_escape else s
     enc = constriction.stream.queue.RangeEncoder()
     start = 0
     for t in np.flatnonzero(counts):
       end = start + counts[t]
       enc.encode(syms[start:end], self._models[t])
       start = end
-    if escape.any():
-      s_esc, len_esc = s[escape], length[escape]
+    if any_escape:
+      s_esc, len_esc = s[escape].astype(np.int64), length[escape].astype(np.int64)
       v = np.where(s_esc < 0, -2 * s_esc - 1, 2 * (s_esc - len_esc))  # zig-zag overflow, >= 0
       _encode_overflow(enc, v)
-    return enc.get_compressed().astype("<u4").tobytes()
+    return enc.get_compressed().astype("<u4", copy=False).tobytes()
 
   def decode(self, data: bytes, indexes: np.ndarray) -> np.ndarray:
     """Inverse of `encode`: int32 values of `indexes`' shape. Raises `BitstreamError` on undecodable data."""
@@ -98,33 +109,85 @@ class RangeCoder:
     if len(data) % 4:
       raise errors.BitstreamError(f"a range-coded stream of {len(data)} bytes is not a whole number of words")
     words = np.frombuffer(data, "<u4").astype(np.uint32)
+    idx_sorted = idx if order is None else idx[order]
     try:
       dec = constriction.stream.queue.RangeDecoder(words)
-      syms = np.empty(idx.size, np.int64)
+      syms = np.empty(idx.size, np.int32)
       start = 0
       for t in np.flatnonzero(counts):
         end = start + counts[t]
         syms[start:end] = dec.decode(self._models[t], int(counts[t]))
         start = end
-      idx_sorted = idx if order is None else idx[order]
-      length = self._length[idx_sorted]
+      length = self._per_element(self._length32, idx_sorted, order, counts)
       escape = syms == length
       if escape.any():
         v = _decode_overflow(dec, int(escape.sum()))
-        len_esc = length[escape]
-        syms[escape] = np.where(v % 2 == 1, -(v + 1) // 2, v // 2 + len_esc)
+        len_esc = length[escape].astype(np.int64)
+        s_esc = np.where(v % 2 == 1, -(v + 1) // 2, v // 2 + len_esc)
+        if np.abs(s_esc).max() > 2 * MAX_ABS_VALUE:
+          raise ValueError("overflow values out of range")
+        syms[escape] = s_esc
     except BaseException as e:  # constriction reports corrupt input as a Rust panic (a BaseException)
       if isinstance(e, (KeyboardInterrupt, SystemExit)):
         raise
       raise errors.BitstreamError(f"range-coded stream cannot be decoded ({type(e).__name__}: {e})") from None
-    values = syms + self._offset[idx_sorted]
+    values = syms + self._per_element(self._offset32, idx_sorted, order, counts)
     if order is not None:
       unsorted = np.empty_like(values)
       unsorted[order] = values
       values = unsorted
-    if np.abs(values).max(initial=0) > 2 * MAX_ABS_VALUE:
-      raise errors.BitstreamError("range-coded stream decodes to out-of-range values (corrupt stream)")
-    return values.astype(np.int32).reshape(shape)
+    return values.reshape(shape)
+
+
+  def encode_rows(self, values_TN: np.ndarray) -> bytes:
+    """Fast path when row t of `values_TN` [T, N] is coded with table t (factorized latents, channel-major).
+
+    Same stream as `encode(values_TN, row indexes)`, without building per-element indexes.
+    """
+    values = np.asarray(values_TN)
+    if values.ndim != 2 or values.shape[0] != self.num_tables:
+      raise ValueError(f"encode_rows expects [{self.num_tables}, N] values, got {values.shape}")
+    if values.size and max(-int(values.min()), int(values.max())) > MAX_ABS_VALUE:
+      raise ValueError(f"a value of magnitude {np.abs(values).max()} exceeds the coder's limit 2**30")
+    s = values.astype(np.int32, copy=False) - self._offset32[:, None]
+    length = self._length32[:, None]
+    escape = s.view(np.uint32) >= length.view(np.uint32)
+    any_escape = bool(escape.any())
+    syms = np.where(escape, length, s) if any_escape else s
+    enc = constriction.stream.queue.RangeEncoder()
+    if values.shape[1]:
+      for t in range(self.num_tables):
+        enc.encode(syms[t], self._models[t])
+    if any_escape:
+      s_esc = s[escape].astype(np.int64)
+      len_esc = np.broadcast_to(length, s.shape)[escape].astype(np.int64)
+      _encode_overflow(enc, np.where(s_esc < 0, -2 * s_esc - 1, 2 * (s_esc - len_esc)))
+    return enc.get_compressed().astype("<u4", copy=False).tobytes()
+
+  def decode_rows(self, data: bytes, n: int) -> np.ndarray:
+    """Inverse of `encode_rows`: int32 [T, n]."""
+    if len(data) % 4:
+      raise errors.BitstreamError(f"a range-coded stream of {len(data)} bytes is not a whole number of words")
+    syms = np.empty((self.num_tables, n), np.int32)
+    length = self._length32[:, None]
+    try:
+      dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
+      if n:
+        for t in range(self.num_tables):
+          syms[t] = dec.decode(self._models[t], n)
+      escape = syms == length
+      if escape.any():
+        v = _decode_overflow(dec, int(escape.sum()))
+        len_esc = np.broadcast_to(length, syms.shape)[escape].astype(np.int64)
+        s_esc = np.where(v % 2 == 1, -(v + 1) // 2, v // 2 + len_esc)
+        if np.abs(s_esc).max() > 2 * MAX_ABS_VALUE:
+          raise ValueError("overflow values out of range")
+        syms[escape] = s_esc
+    except BaseException as e:  # constriction reports corrupt input as a Rust panic (a BaseException)
+      if isinstance(e, (KeyboardInterrupt, SystemExit)):
+        raise
+      raise errors.BitstreamError(f"range-coded stream cannot be decoded ({type(e).__name__}: {e})") from None
+    return syms + self._offset32[:, None]
 
 
 def _encode_overflow(enc, v: np.ndarray) -> None:

@@ -231,13 +231,29 @@ class GaussianConditional(nn.Module):
 
 
 def build_indexes(scales, scale_table: Sequence[float]):
-  """`sum(table[:-1] < scale)`: CompressAI's rule, so a table never has a smaller scale than the prediction.
+  """`#{i < T-1 : table[i] < scale}`: CompressAI's rule, so a table never has a smaller scale than the prediction.
 
-  Works on numpy (float32 compare, used by the codec) and on jax arrays.
+  Works on numpy (float32 compares, used by the codec) and on jax arrays; a binary search (`searchsorted`, left
+  side), equal to CompressAI's sum of comparisons for every non-NaN scale.
   """
-  xp = jnp if isinstance(scales, jax.Array) else np
-  table = xp.asarray(np.asarray(scale_table, np.float32)[:-1])
-  return xp.sum(scales[..., None] > table, axis=-1).astype(xp.int32)
+  table = np.asarray(scale_table, np.float32)
+  if isinstance(scales, jax.Array):
+    return jnp.searchsorted(jnp.asarray(table[:-1]), scales.astype(jnp.float32), side="left").astype(jnp.int32)
+  scales = np.asarray(scales, np.float32)
+  last = table.size - 1
+  # Guess from the log-spacing (2-3x faster than a binary search), then let float32 comparisons decide: the
+  # result depends only on the compares, never on the accuracy of log.
+  step = (np.log(table[-1]) - np.log(table[0])) / max(last, 1)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    guess = np.floor((np.log(np.maximum(scales, table[0] / 2)) - np.log(table[0])) / step) + 1
+  idx = np.clip(np.nan_to_num(guess, nan=last), 0, last).astype(np.int32)
+  for _ in range(last + 1):
+    up = (idx < last) & (table[np.minimum(idx, last - 1)] < scales)
+    down = (idx > 0) & (table[np.maximum(idx - 1, 0)] >= scales)
+    if not (up.any() or down.any()):
+      break
+    idx = idx + up - down
+  return idx
 
 
 def gaussian_table_pmfs(scale_table: Sequence[float], tail_mass: float):

@@ -119,7 +119,7 @@ def fit_entropy_models(model: nn.Module, steps: int, seed: int = 0, size: int = 
   return {"params": {**params, **run({k: v for k, v in params.items() if k in fit})}}
 
 
-def test_image(seed: int, h: int, w: int, channels: int = 3) -> np.ndarray:
+def make_image(seed: int, h: int, w: int, channels: int = 3) -> np.ndarray:
   """A smooth uint8 test image of arbitrary size (not a multiple of the stride)."""
   x = smooth_images(jax.random.PRNGKey(seed), 1, max(h, w), channels)[0, :h, :w]
   return np.asarray(jnp.round(x * 255), np.uint8)
