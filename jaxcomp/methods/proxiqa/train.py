@@ -23,7 +23,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -344,3 +344,32 @@ def evaluate(config, workdir: str, data_spec: str) -> dict:
   out["ms_ssim"] = float(np.mean(ms)) if ms else None
   out.update(num_images=n, data=str(data_spec), images=per_image)
   return out
+
+
+def rd_report(runs: Mapping[str, Sequence[str]], images, out_dir: str, *,
+              baselines: Sequence[str] = ("jpeg420", "jpeg2000", "webp"), anchor: str | int = 0) -> dict:
+  """RD curves and BD-rate tables of trained runs against the Pillow baselines (`jaxcomp.evaluation`).
+
+  Args:
+    runs: curve name -> the workdirs of its rate points (one trained lambda each), e.g.
+      `{"BLS MSE": [...8 workdirs...], "BLS MS-SSIM_p": [...]}`; the paper's anchor is the MSE-optimised BLS.
+    images: a folder, or what `jaxcomp.evaluation.load_images` accepts.
+    out_dir: where `jaxcomp.evaluation.write_results` writes JSON / CSV / Markdown tables and plots.
+    baselines: Pillow codecs to add (see `jaxcomp.evaluation.BASELINES`).
+    anchor: the curve (name or index) BD-rates are measured against.
+
+  Returns `write_results`' dict of written paths.
+  """
+  from jaxcomp import evaluation
+  imgs = evaluation.load_images(images)
+  curves = []
+  for name, workdirs in runs.items():
+    codecs = {}
+    for wd in workdirs:
+      config, state = train.load_for_eval(wd)
+      codecs[float(config.lmbda)] = build_codec(config, state)
+    if len(codecs) != len(workdirs):
+      raise ConfigError(f"rd_report: runs of {name!r} repeat a lambda; give one workdir per rate point")
+    curves.append(evaluation.learned_rd_curve(imgs, codecs, name, description=f"ProxIQA {name}"))
+  curves += [evaluation.codec_rd_curve(imgs, b) for b in baselines]
+  return evaluation.write_results(curves, out_dir, anchor=anchor)

@@ -2,6 +2,7 @@
 proxy learns to track, exact resume, and evaluation through real bitstreams."""
 
 import importlib.util
+import json
 import pathlib
 
 import chex
@@ -41,8 +42,10 @@ def test_ms_ssim_window():
     pq.ms_ssim_window(32)
 
 
-def test_one_step_equals_the_paper_equations_on_one_device():
+@pytest.mark.parametrize("backend", ["pmap", "shard_map"])
+def test_one_step_equals_the_paper_equations_on_one_device(backend):
   c = cfg.get_config("tiny")
+  c.parallel = backend
   c.quantizer = "ste"  # deterministic rounding: the reference needs no per-device noise
   c.alpha = 0.3        # larger than the paper's so the proxy term visibly matters in the gradient
   host = pq.init_state(c)
@@ -136,3 +139,13 @@ def test_resume_is_exact_and_eval_writes_real_files(tmp_path):
   chex.assert_shape(decoded, image.shape)
   np.testing.assert_allclose(res["images"][0]["psnr"], float(metrics.psnr(image, decoded, data_range=255.0)),
                              rtol=1e-6)
+
+  # RD report with a baseline, on one small crop
+  crop = np.ascontiguousarray(image[:64, :64])
+  written = pq.rd_report({"tiny": [str(tmp_path / "straight")]}, [("crop", crop)], str(tmp_path / "rd"),
+                         baselines=("jpeg420",))
+  assert written and all(pathlib.Path(p).exists() for p in written.values())
+  curve = json.loads(written["json:tiny"].read_text())
+  # the learned point's bpp is the real file size
+  assert curve["results"]["bpp"][0] == pytest.approx(8 * len(codec.compress(crop)) / 64 ** 2)
+  assert (tmp_path / "rd" / "bd_rate.md").exists()
