@@ -181,17 +181,21 @@ def cmd_list(fv: flags.FlagValues, args: list[str]) -> int:
 def cmd_train(fv: flags.FlagValues, args: list[str]) -> int:
   if args:
     raise ConfigError(f"train takes no positional arguments, got {args}")
+  import jax
   from jaxcomp import methods, parallel
   from jaxcomp.train import checkpoint
   config = _get_config(fv)
   workdir = _workdir(fv, must_exist=False)
   module = methods.get_method(config.method)
-  old = checkpoint.saved_config(workdir)
+  # Before anything touches a JAX backend (orbax below does): joining a multi-host job must come first.
+  parallel.initialize_distributed()
+  # Early, clear refusal of another method's workdir (the Checkpointer checks again, on every process; here only
+  # single-process, since one process may see a folder that another is creating).
+  old = checkpoint.saved_config(workdir) if jax.process_count() == 1 else None
   if old is not None and old.get("method") != config.method:
     from jaxcomp.errors import CheckpointError
     raise CheckpointError(f"workdir {workdir} holds a checkpoint of method {old.get('method')!r}, "
                           f"not {config.method!r}; use another --workdir")
-  parallel.initialize_distributed()
   module.train_and_evaluate(config, str(workdir))
   return 0
 

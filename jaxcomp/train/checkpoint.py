@@ -129,11 +129,16 @@ class Checkpointer:
     self.every = int(every)
     self.best_metric = best_metric
     self.best_mode = best_mode
-    old = saved_config(workdir)
-    if old is not None and old.get("method") != self.config.get("method"):
-      raise CheckpointError(
-          f"workdir {workdir} holds a checkpoint of method {old.get('method')!r}, not {self.config.get('method')!r}")
+    # One manager, created identically on every process: orbax synchronises processes while creating it, so a
+    # process must not take another path because another one already created the folder.
     self._mngr = _manager(self.directory, keep=keep, best_metric=best_metric, best_mode=best_mode)
+    step = self._mngr.latest_step()
+    if step is not None:
+      old = self._mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+      if old.get("method") != self.config.get("method"):
+        self._mngr.close()
+        raise CheckpointError(f"workdir {workdir} holds a checkpoint of method {old.get('method')!r}, "
+                              f"not {self.config.get('method')!r}")
 
   @property
   def latest_step(self) -> int | None:

@@ -18,6 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.image_size = 16
   config.width = 4
   config.learning_rate = 1e-2
+  config.optimizer = "adam"  # or "sgd" (momentum 0.9): Adam turns float-rounding-sized gradients into lr-sized steps
   config.lambda_latent = 0.01
   config.log_every = 1
   config.checkpoint_every = 4

@@ -67,25 +67,29 @@ class ToySource:
     return f"ToySource(n={self.n}, size={self.size})"
 
 
-class _SplitDevices(gp.MapTransform):
-  """[B, ...] -> [local_devices, B / local_devices, ...], the harness's batch convention."""
+class _LocalDevicesSlice(gp.MapTransform):
+  """Global batch [B, ...] -> this process's devices' part, [local_devices, B / devices, ...].
 
-  def __init__(self, n: int):
-    self.n = n
+  Every process reads the same global batch and keeps its slice, so a run is identical for any number of processes
+  (the toy's choice, which the multi-process test relies on; real methods shard the records instead).
+  """
+
+  def __init__(self, num_devices: int, local_devices: int, process_index: int):
+    self.num_devices, self.local, self.first = num_devices, local_devices, process_index * local_devices
 
   def map(self, batch):
-    return {k: v.reshape(self.n, -1, *v.shape[1:]) for k, v in batch.items()}
+    return {k: v.reshape(self.num_devices, -1, *v.shape[1:])[self.first:self.first + self.local]
+            for k, v in batch.items()}
 
 
 def make_loader(config) -> gp.DataLoader:
   source = ToySource(64, config.image_size)
-  sampler = gp.IndexSampler(
-      len(source), shuffle=True, seed=config.seed, num_epochs=None,
-      shard_options=gp.ShardOptions(jax.process_index(), jax.process_count(), drop_remainder=True))
-  per_process = config.global_batch_size // jax.process_count()
+  sampler = gp.IndexSampler(len(source), shuffle=True, seed=config.seed, num_epochs=None,
+                            shard_options=gp.NoSharding())
   return gp.DataLoader(data_source=source, sampler=sampler, worker_count=0,
-                       operations=[gp.Batch(per_process, drop_remainder=True),
-                                   _SplitDevices(parallel.local_device_count())])
+                       operations=[gp.Batch(config.global_batch_size, drop_remainder=True),
+                                   _LocalDevicesSlice(parallel.device_count(), parallel.local_device_count(),
+                                                      jax.process_index())])
 
 
 def _model(config) -> ToyAE:
@@ -94,11 +98,15 @@ def _model(config) -> ToyAE:
 
 def _init_host_state(config) -> train.TrainState:
   model = _model(config)
-  init_key, state_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  tx = optax.adam(config.learning_rate) if config.optimizer == "adam" else optax.sgd(config.learning_rate, 0.9)
   x0 = jnp.zeros((1, config.image_size, config.image_size, model.channels))
-  variables = jax.jit(lambda k: model.init(k, x0, train=False))(init_key)
-  state = train.TrainState.from_variables(variables, tx=optax.adam(config.learning_rate), rng=state_key)
-  return jax.device_get(state)
+
+  @jax.jit  # one compilation for the whole initial state, rather than one per eager op
+  def init(key):
+    init_key, state_key = jax.random.split(key)
+    return train.TrainState.from_variables(model.init(init_key, x0, train=False), tx=tx, rng=state_key)
+
+  return jax.device_get(init(jax.random.PRNGKey(config.seed)))
 
 
 def train_and_evaluate(config, workdir: str) -> None:

@@ -173,3 +173,50 @@ def test_sigterm_saves_and_exits_then_resume_and_eval_through_cli(tmp_path):
   assert results["num_images"] == 2
   assert results["psnr"] == pytest.approx(10 * np.log10(1 / results["mse"]))
   assert json.loads((workdir / "eval" / "images.json").read_text()) == results
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(tmp_path):
+  """A real multi-process run on this host: 2 processes x 4 CPU devices, joined through the JAX_* variables that
+  launch/gpu_multihost.sh sets (gloo collectives), give the parameters of 1 process x 8 devices.
+
+  SGD rather than Adam: the all-reduce order differs between the two, and Adam would turn the float-rounding-sized
+  gradient of a dead ReLU channel into a learning-rate-sized step.
+  """
+  reference = tmp_path / "one"
+  assert _train(reference, "--config.optimizer=sgd") == 0
+  workdir = tmp_path / "mh"
+  port = _free_port()
+  procs = []
+  for pid in range(2):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+           "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid)}
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "jaxcomp.cli", "train", "--config", f"{CONFIG}:tiny", "--workdir", str(workdir),
+         "--config.optimizer=sgd"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  try:
+    outs = [p.communicate(timeout=400) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  a, b = _saved(reference), _saved(workdir)
+  assert int(b["step"]) == 4
+  chex.assert_trees_all_close(a["params"], b["params"], rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(a["mutable"], b["mutable"], rtol=1e-5, atol=1e-6)
+  # Only process 0 logged; both saved their data-iterator position.
+  assert [r["step"] for r in train.read_metrics(workdir) if r["split"] == "train"] == [1, 2, 3, 4]
+  assert "%" not in outs[1][1]  # no progress bar from process 1
+  assert sorted(f.name for f in (workdir / "checkpoints" / "4" / "data").glob("process_*")) == [
+      "process_0-of-2.json", "process_1-of-2.json"]
