@@ -167,7 +167,9 @@ def main() -> None:
       torch_ts.append(_median_time(peer[0], 1))
   tj = statistics.median(jax_ts)
   n_img = args.batch
-  lines = [f"Machine: {machine_line()}. Command: `{cmd}`", "",
+  load = os.getloadavg()[0]
+  lines = [f"Machine: {machine_line()}, 1-min load average {load:.1f} at the end of the run (other jobs shared "
+           f"the cores: compare the alternating rows, not absolute times across runs). Command: `{cmd}`", "",
            "| what | median s/step | images/s |", "| --- | --- | --- |",
            f"| jaxcomp BLS (bmshj2018 layout, N=128, M=192), batch {n_img} of {args.size}^2, Adam + aux "
            f"(compile {compile_s:.1f} s, excluded) | {tj:.3f} | {n_img / tj:.1f} |"]

@@ -54,7 +54,7 @@ _LOSS_TEXT = {"mse": "MSE baseline (eq. 8)", "ssim_p": "SSIM_p (eq. 10-11, alpha
               "vmaf_p": "VMAF_p (eq. 10-11, alpha 1.5e-3; needs ffmpeg with libvmaf)"}
 
 VARIANTS = {
-    "default": "bls_msssim_p",
+    "default": "= bls_msssim_p: BLS MS-SSIM_p (eq. 10-11, alpha 3e-3), the paper's schedule",
     **{f"{m}_{l}": f"{m.upper()} {_LOSS_TEXT[l]}, paper schedule (2.1M steps, batch 8 of 128x128)"
        for m in MODELS for l in LOSSES},
     "tiny": "tests: BLS N=M=8, SSIM_p, 2 steps of 8 32x32 crops of `sample`",
