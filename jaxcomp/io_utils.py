@@ -9,6 +9,10 @@ import tempfile
 from typing import IO, Iterator
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
   """Opens a temporary file beside `path` and renames it onto `path` only if the block succeeds.
@@ -23,6 +27,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
       yield f
       f.flush()
       os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the mode a plain open() would
     os.replace(tmp, path)
   except BaseException:
     with contextlib.suppress(FileNotFoundError):

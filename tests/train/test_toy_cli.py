@@ -106,6 +106,9 @@ def test_compress_decompress_roundtrip(straight_run, tmp_path, capsys):
                    str(tmp_path / "out.png")]) == 0
   out = np.asarray(Image.open(tmp_path / "out.png"))
   chex.assert_shape(out, image.shape)
+  umask = os.umask(0)
+  os.umask(umask)
+  assert (tmp_path / "x.jxc").stat().st_mode & 0o777 == 0o666 & ~umask  # like any file, not mkstemp's 0600
   # The CLI's output is the codec's own reconstruction, built from the checkpoint.
   from tests.toy import method
   config, state = train.load_for_eval(straight_run)
