@@ -104,6 +104,7 @@ class TrainLogger:
     self.images_per_step = images_per_step
     self.main_metric = main_metric
     self._t = time.perf_counter()
+    self._last_step = start_step
     self._first = True
     self._jsonl = self._tb = self._bar = None
     if not self.enabled:
@@ -129,17 +130,18 @@ class TrainLogger:
 
   def log(self, step: int, metrics: Mapping[str, float], *, prefix: str = "train") -> dict[str, float]:
     """Writes one step's scalars; returns them with the timing scalars added."""
-    now = time.perf_counter()
-    dt, self._t = now - self._t, now
     scalars = {k: float(v) for k, v in metrics.items()}
     if prefix == "train":
+      now = time.perf_counter()
+      dt, self._t = now - self._t, now
+      steps, self._last_step = int(step) - self._last_step, int(step)
       if self._first:
-        scalars["compile_time_s"] = dt
+        scalars["compile_time_s"] = dt  # the first logged interval: compilation plus its step(s)
         self._first = False
-      elif dt > 0:
-        scalars["steps_per_s"] = 1.0 / dt
+      elif dt > 0 and steps > 0:
+        scalars["steps_per_s"] = steps / dt
         if self.images_per_step:
-          scalars["images_per_s"] = self.images_per_step / dt
+          scalars["images_per_s"] = self.images_per_step * steps / dt
     if not self.enabled:
       return scalars
     self._jsonl.write(json.dumps({"step": int(step), "split": prefix, "time": time.time(), **scalars}) + "\n")

@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import struct
+import time
 
 import chex
 import grain.python as gp
@@ -227,6 +228,7 @@ def test_logger_writes_jsonl_and_tensorboard_and_separates_compile(tmp_path):
     assert "compile_time_s" not in r
     assert r["images_per_s"] == pytest.approx(8 * r["steps_per_s"])
   assert records[2]["loss"] == pytest.approx(1 / 3)
+  assert records[3]["steps_per_s"] > 0
   events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   assert len(events) == 1
   assert _tensorboard_scalars(events[0])["train/loss"] == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4])
@@ -235,6 +237,19 @@ def test_logger_writes_jsonl_and_tensorboard_and_separates_compile(tmp_path):
     log.log(3, {"loss": 9.0})
   assert [(r["step"], r["loss"]) for r in train.read_metrics(tmp_path)][2:] == [(3, 9.0)]
   json.dumps(train.read_metrics(tmp_path))
+
+
+def test_logger_rates_count_steps_between_logs(tmp_path):
+  with train.TrainLogger(tmp_path, total_steps=30, images_per_step=4, progress=False) as log:
+    log.log(10, {"loss": 1.0})
+    t0 = time.perf_counter()
+    time.sleep(0.2)
+    log.log(20, {"loss": 1.0})
+    dt = time.perf_counter() - t0
+  rec = train.read_metrics(tmp_path)[1]
+  # 10 steps in about 0.2 s: ~50 steps/s (not the 5/s one would get by counting one step per call).
+  assert 10 / (dt + 0.05) < rec["steps_per_s"] <= 10 / 0.2
+  assert rec["images_per_s"] == pytest.approx(4 * rec["steps_per_s"])
 
 
 def test_config_to_dict_is_json():
