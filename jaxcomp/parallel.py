@@ -116,6 +116,17 @@ def device_count() -> int:
   return jax.device_count()
 
 
+def per_device_batch_size(global_batch_size: int) -> int:
+  """Examples per device when `global_batch_size` is split over every device of every host.
+
+  Raises ConfigError naming the value when it does not divide evenly (config.global_batch_size is the culprit).
+  """
+  n = device_count()
+  if global_batch_size <= 0 or global_batch_size % n:
+    raise ConfigError(f"config.global_batch_size={global_batch_size} must be a positive multiple of the {n} devices")
+  return global_batch_size // n
+
+
 @functools.lru_cache(maxsize=None)
 def _mesh(backend: str) -> Mesh:
   # pmap consumes process-local arrays (local devices); shard_map works on global arrays over every device.
@@ -162,8 +173,9 @@ def unreplicate(tree: PyTree) -> PyTree:
   """The first local device's copy of a replicated pytree, as host numpy arrays (for logging and checkpoints)."""
 
   def first(x):
+    # To host before indexing: indexing a device array would compile a tiny XLA program per leaf shape.
     if isinstance(x, jax.Array):
-      return np.asarray(x.addressable_data(0)[0])
+      return np.asarray(x.addressable_data(0))[0]
     return np.asarray(x)[0]
 
   return jax.tree.map(first, tree)

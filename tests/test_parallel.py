@@ -183,6 +183,12 @@ def test_collectives_match_numpy():
   np.testing.assert_array_equal(idx, np.arange(NDEV))
 
 
+def test_per_device_batch_size():
+  assert parallel.per_device_batch_size(16) == 2
+  with pytest.raises(ConfigError, match="global_batch_size=12 must be a positive multiple of the 8 devices"):
+    parallel.per_device_batch_size(12)
+
+
 def test_unknown_backend_is_config_error():
   with pytest.raises(ConfigError, match="config.parallel='vmap'"):
     parallel.data_parallel(lambda x: x, "vmap")
