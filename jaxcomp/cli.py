@@ -169,10 +169,11 @@ def cmd_list(fv: flags.FlagValues, args: list[str]) -> int:
       if "defines no get_config" not in str(e):  # other Python files beside the configs are not configs
         print(f"  {path.name}: {e}")
       continue
-    described = variants(module) or {"": (module.__doc__ or "").strip().splitlines()[0:1] or ["(no VARIANTS)"]}
+    described = variants(module)
+    if not described:  # a config without VARIANTS: one line from its docstring
+      doc = (module.__doc__ or "").strip().splitlines()
+      described = {"": doc[0] if doc else "(no VARIANTS)"}
     for variant, description in described.items():
-      if isinstance(description, list):
-        description = description[0] if description else ""
       target = f"{path}:{variant}" if variant else str(path)
       print(f"  {target:<40s} {description}")
   return 0

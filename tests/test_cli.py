@@ -174,6 +174,15 @@ def test_list_shows_methods_and_variants(capsys):
   _error(capsys, ["list", "--configs_dir", str(REPO / "nowhere")], "configs folder", "not found")
 
 
+def test_list_config_without_variants(capsys, tmp_path):
+  (tmp_path / "plain.py").write_text('"""A plain config."""\ndef get_config(arg=None):\n  return None\n')
+  (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
+  assert cli.main(["list", "--configs_dir", str(tmp_path)]) == 0
+  out = capsys.readouterr().out
+  assert "plain.py " in out and "A plain config." in out
+  assert "broken.py: config file" in out and "RuntimeError: boom" in out
+
+
 def test_module_entry_point_exit_code(tmp_path):
   """`python -m jaxcomp.cli` (the same entry point as the `jaxcomp` script) exits 2 on a user error."""
   proc = subprocess.run([sys.executable, "-m", "jaxcomp.cli", "train", "--config", f"{CONFIG}:huge", "--workdir",
