@@ -8,9 +8,11 @@ convolution `S_k`, so with `y = S_k^T x` and cotangent `g`:
   dL/dx = S_k(g)                        (a plain strided convolution)
   dL/dk = d/dk <S_k(g), x>              (the strided convolution's weight gradient, input g, cotangent x)
 
-Both are exact; `conv_transpose` below uses them as its VJP. The forward pass is the same input-dilated convolution
-as `jax.lax.conv_transpose(..., transpose_kernel=False)`, so parameters are interchangeable with
-`flax.linen.ConvTranspose`.
+Both are exact; `conv_transpose` below uses them as its VJP. The forward pass computes the same function as
+`jax.lax.conv_transpose(..., transpose_kernel=False)` (so parameters are interchangeable with
+`flax.linen.ConvTranspose`), but by sub-pixel decomposition: each of the s*s output phases is a small stride-1
+convolution of the undilated input, all done as one convolution followed by depth-to-space, which skips the
+multiplications by the zeros of the dilated input.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -59,9 +62,36 @@ def _strided_conv(g_BHWO: jax.Array, kernel_HWIO: jax.Array, strides: tuple[int,
   return lax.conv_general_dilated(g_BHWO, k, window_strides=strides, padding=pad, dimension_numbers=_DN)
 
 
+def _phase_taps(K: int, s: int, lo: int) -> tuple[int, np.ndarray, np.ndarray]:
+  """Sub-pixel decomposition of one axis: output j = q*s + r reads x[q + d] with kernel tap t = d*s + lo - r.
+
+  Returns (d_min, taps [s, L], valid [s, L]) over the offsets d = d_min .. d_min + L - 1 any phase r uses.
+  """
+  d_min = min(-((lo - r) // s) for r in range(s))  # ceil((r - lo) / s)
+  d_max = max((K - 1 - lo + r) // s for r in range(s))
+  t = np.arange(d_min, d_max + 1)[None, :] * s + lo - np.arange(s)[:, None]
+  valid = (t >= 0) & (t < K)
+  return d_min, np.where(valid, t, 0), valid
+
+
 def _forward(x_BHWI: jax.Array, kernel_HWIO: jax.Array, strides: tuple[int, int], padding: Padding2D) -> jax.Array:
-  return lax.conv_general_dilated(x_BHWI, kernel_HWIO, window_strides=(1, 1), padding=padding,
-                                  lhs_dilation=strides, dimension_numbers=_DN)
+  """The input-dilated convolution, computed without the zeros: one stride-1 convolution producing all sh*sw output
+  phases as channels, then depth-to-space (2.8x fewer multiplies for k=5, s=2; exact, tested against lax)."""
+  b, h, w, i = x_BHWI.shape
+  kh, kw, _, o = kernel_HWIO.shape
+  (sh, sw), ((lo_h, hi_h), (lo_w, hi_w)) = strides, padding
+  h_out, w_out = (h - 1) * sh + lo_h + hi_h - kh + 2, (w - 1) * sw + lo_w + hi_w - kw + 2
+  dh, th, vh = _phase_taps(kh, sh, lo_h)
+  dw, tw, vw = _phase_taps(kw, sw, lo_w)
+  lh, lw = th.shape[1], tw.shape[1]
+  sub = kernel_HWIO[th[:, :, None, None], tw[None, None, :, :]]  # [sh, lh, sw, lw, I, O]
+  mask = (vh[:, :, None, None] & vw[None, None, :, :]).astype(kernel_HWIO.dtype)
+  sub = (sub * mask[..., None, None]).transpose(1, 3, 4, 5, 0, 2).reshape(lh, lw, i, o * sh * sw)
+  qh, qw = -(-h_out // sh), -(-w_out // sw)  # phase outputs per axis (the last row / column may be cropped)
+  pad = ((-dh, qh - h + dh + lh - 1), (-dw, qw - w + dw + lw - 1))
+  y = lax.conv_general_dilated(x_BHWI, sub, (1, 1), pad, dimension_numbers=_DN)  # [B, qh, qw, O*sh*sw]
+  y = y.reshape(b, qh, qw, o, sh, sw).transpose(0, 1, 4, 2, 5, 3).reshape(b, qh * sh, qw * sw, o)
+  return y[:, :h_out, :w_out]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

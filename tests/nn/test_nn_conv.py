@@ -11,13 +11,14 @@ from jax import lax
 from jaxcomp.nn import ConvTranspose, conv_transpose, same_upsampling_padding, torch_padding
 
 # (kernel, strides, padding, input HW): the CompressAI deconv(5, 2), the BLS 9x9/4, stride 1, an asymmetric case, and
-# one whose high padding exceeds k - 1 (negative padding in the adjoint strided conv).
+# paddings beyond k - 1 (negative padding in the adjoint strided conv and in the sub-pixel forward).
 CASES = [
     (5, (2, 2), (same_upsampling_padding(5, 2),) * 2, (4, 5)),
     (9, (4, 4), (same_upsampling_padding(9, 4),) * 2, (3, 3)),
     (3, (1, 1), ((1, 1), (1, 1)), (5, 4)),
     (4, (2, 3), ((1, 2), (0, 3)), (3, 4)),
     (3, (2, 2), ((0, 4), (2, 5)), (3, 3)),
+    (5, (2, 2), ((6, 1), (0, 0)), (3, 4)),  # padding beyond the kernel on one side, none on the other
 ]
 
 
