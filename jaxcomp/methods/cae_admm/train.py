@@ -263,7 +263,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
                             best_metric=config.best_metric or None, best_mode=config.best_mode)
   host_state, start = ckpt.restore_or_init(host_state, data_iter)
   admm_state = admm.ADMMState(**{k: jnp.asarray(v) for k, v in host_state["admm"].items()})
-  counts = np.asarray(host_state["codec"]["counts"])
   state = parallel.replicate(host_state["model"], backend)
 
   use_admm = bool(config.admm.enabled)
