@@ -25,7 +25,8 @@ Portability guarantees (see docs/entropy.md):
   `h_s(z_hat)` floats, which may differ in the last bits across backends (CPU/GPU/TPU, library versions). Both sides
   run `h_s` at `float32` matmul precision (no bfloat16 passes on TPU/GPU), and the encoder writes the CRC32 of its
   index map into the file: a decoder whose indices differ fails with a `BitstreamError` naming the cause instead of
-  producing garbage.
+  producing garbage. With `Codec(index_margin=m)` the encoder also writes the indexes of elements within `m` (in
+  log-scale) of a table boundary, so decoders whose `log h_s` is off by less than `m` decode exactly.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 import os
 import pathlib
-import struct
 import subprocess
 import sys
 
