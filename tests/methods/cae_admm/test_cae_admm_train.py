@@ -140,3 +140,22 @@ def test_codec_round_trip_equals_eval_forward_and_evaluate(trained, tmp_path):
   Image.fromarray(img[:16, :16]).save(folder / "b.png")
   res = train.evaluate(config, str(workdir), str(folder))
   assert res["num_images"] == 2 and res["bpp"] > 0 and 0 <= res["zeros"] <= 1 and np.isfinite(res["psnr"])
+
+
+def test_anchor_crops_indices_and_vertical_flip():
+  rng = np.random.default_rng(0)
+  big = rng.integers(0, 256, (40, 50, 3), np.uint8)
+  small = rng.integers(0, 256, (10, 12, 3), np.uint8)
+  crops = train.center_crops([{"image": big}, {"image": small}], 16)
+  np.testing.assert_array_equal(crops[0], big[12:28, 17:33])
+  np.testing.assert_array_equal(crops[1], np.pad(small, ((3, 3), (2, 2), (0, 0)), mode="reflect"))
+  # Anchor batches are a pure function of (seed, step): identical on resume and on every host.
+  np.testing.assert_array_equal(train.anchor_indices(0, 7, 100, 32), train.anchor_indices(0, 7, 100, 32))
+  assert not np.array_equal(train.anchor_indices(0, 7, 100, 32), train.anchor_indices(0, 8, 100, 32))
+  assert len(set(train.anchor_indices(0, 7, 100, 32))) == 32  # without replacement when there are enough
+  flip = train.VerticalFlip()
+  gen = np.random.default_rng(1)
+  outs = [flip.random_map({"image": big}, gen)["image"] for _ in range(200)]
+  flipped = [np.array_equal(o, big[::-1]) for o in outs]
+  assert all(f or np.array_equal(o, big) for f, o in zip(flipped, outs))
+  assert 60 < sum(flipped) < 140
