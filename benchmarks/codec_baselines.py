@@ -76,7 +76,9 @@ def main() -> None:
           f"Command: `{cmd}` ({elapsed:.0f} s; {machine_line()}).\n\n"
           "Real rates from the encoded bytes; quality at a rate is the mean curve interpolated in log(bpp); "
           "PSNR YUV is (4Y+U+V)/6 in BT.601 full range; MS-SSIM channel-averaged, 5 scales; BD-rates PCHIP against "
-          "the first row; times are wall-clock means over all images and points.\n\n" + table)
+          "the first row; times are wall-clock means over all images and points (decode includes "
+          "`jaxcomp.data.decode_image`'s canonicalisation), inflated when other jobs share the cores: compare codecs "
+          "within one run, not with other machines.\n\n" + table)
   if args.out:
     evaluation.write_results(curves, args.out, anchor=0)
     print(f"results written to {args.out}")
