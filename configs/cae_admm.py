@@ -30,6 +30,7 @@ import ml_collections
 VARIANTS = {
     "default": "paper settings: 15 residual blocks, 32 latent channels, ADMM pruning keeping 10% every 20 epochs",
     "no_admm": "Table 1 ablation: the same schedule without ADMM (no penalty, no projection)",
+    "demo": "a few minutes on a 2-core CPU: narrow 2-block model, 64x64 crops of `sample`, 60 epochs of 10 steps",
     "tiny": "tests: 1 residual block, narrow layers, 32x32 crops, a few steps on the `sample` set, ADMM every epoch",
 }
 
@@ -73,7 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.plateau_patience = 10         # epochs
   c.plateau_rtol = 1e-4
   c.epochs = 300
-  c.steps = 0                     # 0: epochs x ceil(records / global_batch_size)
+  c.steps = 0                     # 0: epochs x epoch length
+  c.epoch_steps = 0               # epoch length in steps; 0: one pass, round(records / global_batch_size)
 
   # Distortion d (Section 4.2): weights of MSE, (psnr_offset - PSNR), (1 - SSIM), (1 - MS-SSIM), on [0, 1] images.
   c.loss = ml_collections.ConfigDict(dict(
@@ -107,6 +109,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if variant == "no_admm":
     c.admm.enabled = False
+  if variant == "demo":
+    c.model.latent_channels = 8
+    c.model.stem_features = (16, 32, 32)
+    c.model.num_res_blocks = 2
+    c.model.down_features = (32, 16)
+    c.crop_size = 64
+    c.global_batch_size = 8
+    c.epoch_steps = 10            # `sample` has 11 training records: one pass would be a 1-step epoch
+    c.epochs = 60
+    c.loss.ms_ssim = 0.0          # MS-SSIM needs > 97 px even with 7x7 windows
+    c.admm.every_epochs = 5
+    c.admm.batch_size = 11
+    c.eval_every_epochs = 5
+    c.log_every = 10
+    c.checkpoint_every = 100
   if variant == "tiny":
     c.model.latent_channels = 4
     c.model.stem_features = (4, 8, 8)

@@ -233,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise errors.ConfigError(f"global_batch_size={config.global_batch_size} does not divide over "
                              f"{parallel.device_count()} devices")
   source = data.get_source(config.train_data, "train")
-  steps_per_epoch = max(1, round(len(source) / config.global_batch_size))
+  steps_per_epoch = config.epoch_steps or max(1, round(len(source) / config.global_batch_size))
   total_steps = config.steps or config.epochs * steps_per_epoch
   crop = config.crop_size
 

@@ -28,7 +28,7 @@ def _configs():
 
 def test_config_variants_paper_values_and_lock():
   mod = _configs()
-  assert set(mod.VARIANTS) == {"default", "no_admm", "tiny"}
+  assert set(mod.VARIANTS) == {"default", "no_admm", "demo", "tiny"}
   c = mod.get_config(None)
   assert c.method == "cae_admm" and c.variant == "default"
   assert (c.global_batch_size, c.learning_rate, c.crop_size, c.epochs) == (32, 4e-3, 128, 300)
