@@ -121,14 +121,18 @@ class Codec:
     self.model_id = bitstream.model_id(
         f"{type(model).__module__}.{type(model).__name__}|channels={channels}|hyperprior={self.hyperprior}",
         [(jax.tree_util.keystr(p), np.asarray(v)) for p, v in arch], table_leaves)
+    self._shape_cache: dict = {}
     self.pad_multiple = pad_multiple or self._measure_stride()
 
   # -- shapes -------------------------------------------------------------------------------------------------
   def _latent_shapes(self, hp: int, wp: int):
-    x = jax.ShapeDtypeStruct((1, hp, wp, self.channels), jnp.float32)
-    y = jax.eval_shape(self._analysis, self.variables, x)
-    z = jax.eval_shape(self._hyper_analysis, self.variables, y) if self.hyperprior else None
-    return y, z
+    """Latent shapes for a padded input size; cached, as tracing the transforms costs a noticeable time."""
+    if (hp, wp) not in self._shape_cache:
+      x = jax.ShapeDtypeStruct((1, hp, wp, self.channels), jnp.float32)
+      y = jax.eval_shape(self._analysis, self.variables, x)
+      z = jax.eval_shape(self._hyper_analysis, self.variables, y) if self.hyperprior else None
+      self._shape_cache[(hp, wp)] = (y, z)
+    return self._shape_cache[(hp, wp)]
 
   def _measure_stride(self) -> int:
     y, z = self._latent_shapes(_PROBE, _PROBE)

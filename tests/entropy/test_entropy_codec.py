@@ -194,3 +194,26 @@ def test_index_margin_makes_a_perturbed_decoder_exact(hyperprior, monkeypatch):
   np.testing.assert_array_equal(dec.decompress(data), ref)
   with pytest.raises(errors.BitstreamError, match="indexes computed here differ"):
     dec.decompress(data_plain)
+
+
+def test_finalize_and_codec_config_errors(factorized):
+  import flax.linen as nn
+
+  class NoBottleneck(nn.Module):
+    def setup(self):
+      self.g_a = nn.Dense(2)
+
+    def __call__(self, x):
+      return self.g_a(x)
+
+  m = NoBottleneck()
+  v = m.init(jax.random.PRNGKey(0), np.zeros((1, 3), np.float32))
+  with pytest.raises(errors.ConfigError, match="entropy_bottleneck"):
+    finalize(m, v)
+  model, variables, codec = factorized
+  with pytest.raises(errors.CheckpointError, match="entropy_bottleneck"):
+    Codec(model, variables, {})
+  with pytest.raises(errors.ConfigError, match="channels"):
+    Codec(model, variables, codec.tables, channels=2)
+  with pytest.raises(errors.ConfigError, match="index_margin"):
+    Codec(model, variables, codec.tables, index_margin=-1.0)
