@@ -99,6 +99,8 @@ def main() -> None:
                                                        keep=keep)), 3)
 
   body = "\n".join([
+      "## CAE-ADMM training step and ADMM projection (`benchmarks/cae_admm.py`)",
+      "",
       f"CAE-ADMM `{args.variant}` model ({config.model.num_res_blocks} residual blocks, latent {tuple(latent)}), "
       f"{machine_line()}.",
       "",
