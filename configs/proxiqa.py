@@ -15,7 +15,10 @@ in a few minutes on a 2-core CPU and is the README's example job.
 Expected result (paper, Table III, Kodak, BD-rate against the MSE-optimised BLS): BLS SSIM_p -21% SSIM BD-rate,
 BLS MS-SSIM_p -22% MS-SSIM BD-rate, BLS VMAF_p -23% VMAF BD-rate, each at a cost in PSNR BD-rate (+16%, +12%, +5%)
 after the full 2.1M-step schedule on ImageNet. The `demo` variant only shows the mechanism: the proxy's prediction
-M_hat tracks the true SSIM of the reconstructions (`proxy_error` in the logs falls) while the rate falls.
+M_hat tracks the true SSIM of the reconstructions while the rate falls. Measured (`jaxcomp train --config
+configs/proxiqa.py:demo`, 1 CPU device, 1.6 min wall including compile and eval): from step 25 to step 600,
+proxy_error |M_hat - SSIM| 0.134 -> 0.041, training SSIM 0.23 -> 0.63, bpp 1.29 -> 0.50, PSNR 14.7 -> 25.1 dB; eval
+through real files on 4 `sample` images: 0.51 bpp, 24.6 dB PSNR, MS-SSIM 0.83 (eval.json in the workdir).
 
 Hyper-parameters from the paper (Sec. III-B, III-D): alpha = 3e-3 for SSIM / MS-SSIM and 1.5e-3 for VMAF; M_max = 1
 (SSIM, MS-SSIM) or 100 (VMAF); Adam (0.9, 0.999) for both networks at 1e-4 for 2M steps then 1e-5 for 100K steps;
