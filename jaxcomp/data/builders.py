@@ -35,6 +35,14 @@ from jaxcomp.errors import DataError
 
 log = logging.getLogger(__name__)
 
+
+def _not_custom_config_notice(record: logging.LogRecord) -> bool:
+  # tfds warns on every load that a folder's config is "custom"; for the folder builder that is the normal case.
+  return not str(record.msg).startswith("Using custom data configuration")
+
+
+logging.getLogger("absl").addFilter(_not_custom_config_notice)
+
 # Bump when the canonical form or the record layout changes: every cached folder dataset is then rebuilt.
 FORMAT_VERSION = "1.0.0"
 
@@ -208,6 +216,8 @@ def build_folder(folder: str | os.PathLike, *, grayscale: bool = False, data_dir
   cfg = folder_config(folder, grayscale=grayscale, validation_fraction=validation_fraction, encoding=encoding,
                       files=files, label=label)
   builder = JaxcompImageFolder(config=cfg, data_dir=data_dir or default_data_dir(), file_format="array_record")
+  # jaxcomp reports what it built (and what it skipped) itself; tfds' per-split progress bars only add noise.
+  tfds.display_progress_bar(False)
   builder.download_and_prepare()
   skipped = builder.info.metadata.get("skipped", {})
   if skipped:
