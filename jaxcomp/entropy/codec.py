@@ -31,6 +31,7 @@ Portability guarantees (see docs/entropy.md):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import struct
 import zlib
@@ -46,25 +47,39 @@ from jaxcomp import errors
 from jaxcomp.entropy import bitstream
 from jaxcomp.entropy.coder import RangeCoder, _decode_overflow, _encode_overflow
 from jaxcomp.entropy.models import build_indexes
-from jaxcomp.entropy.tables import DEFAULT_PRECISION, bottleneck_tables, check_tables, gaussian_tables
+from jaxcomp.entropy.tables import DEFAULT_PRECISION, bottleneck_tables, check_tables, gaussian_tables, trim_tables
 
 _PROBE = 1024  # input size used to measure the model's total downsampling with jax.eval_shape
 
 
-def finalize(model: nn.Module, variables: Mapping, precision: int = DEFAULT_PRECISION) -> dict:
+def finalize(model: nn.Module, variables: Mapping, precision: int = DEFAULT_PRECISION,
+             max_symbols: int | None = None) -> dict:
   """Builds the integer coding tables of `model` (CompressAI's `update()`): run once after training.
 
   Returns `{"entropy_bottleneck": tables[, "gaussian_conditional": tables]}` (dicts of numpy arrays).
+  `max_symbols` bounds the bottleneck's tables (see `tables.bottleneck_tables`).
   """
   bound = model.bind(variables)
   if not hasattr(bound, "entropy_bottleneck"):
     raise errors.ConfigError(f"{type(model).__name__} has no `entropy_bottleneck` submodule defined in setup()")
   eb = bound.entropy_bottleneck
   eb_vars = {"params": variables["params"]["entropy_bottleneck"]}
-  out = {"entropy_bottleneck": bottleneck_tables(eb.clone(parent=None), eb_vars, precision)}
+  out = {"entropy_bottleneck": bottleneck_tables(eb.clone(parent=None), eb_vars, precision, max_symbols)}
   if hasattr(bound, "gaussian_conditional"):
     out["gaussian_conditional"] = gaussian_tables(bound.gaussian_conditional.clone(parent=None), precision)
   return out
+
+
+def architecture(model: nn.Module, variables: Mapping, channels: int, hyperprior: bool) -> str:
+  """A text description of the model's architecture for the model id: class, its scalar settings, image channels,
+  kind, and every variable's path, dtype and shape (not values: the stored tables identify a checkpoint)."""
+  settings = {f.name: getattr(model, f.name) for f in dataclasses.fields(model) if f.name not in ("parent", "name")}
+  settings = {k: v for k, v in sorted(settings.items()) if isinstance(v, (bool, int, float, str, tuple, type(None)))}
+  leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+  shapes = ";".join(f"{jax.tree_util.keystr(p)}:{np.dtype(getattr(v, 'dtype', np.asarray(v).dtype)).str}"
+                    f"{tuple(np.shape(v))}" for p, v in leaves)
+  return (f"{type(model).__module__}.{type(model).__name__}{settings}|channels={channels}|hyperprior={hyperprior}"
+          f"|{shapes}")
 
 
 def _resolve(model: nn.Module, method: str, submodule: str) -> Callable:
@@ -102,9 +117,10 @@ class Codec:
       raise errors.CheckpointError("coding tables lack 'entropy_bottleneck'; run jaxcomp.entropy.codec.finalize")
     self.model, self.variables, self.channels = model, variables, channels
     self.hyperprior = "gaussian_conditional" in tables
-    self.tables = {k: {f: np.asarray(v) for f, v in t.items()} for k, t in tables.items()}
-    for name, t in self.tables.items():
+    for name, t in tables.items():
       check_tables(t, name)
+    # Canonical (unpadded) form, so the model id does not depend on how a checkpoint padded its tables.
+    self.tables = {k: trim_tables(t) for k, t in tables.items()}
     self._medians = self.tables["entropy_bottleneck"]["medians"].astype(np.float32)
     self._eb_coder = RangeCoder(self.tables["entropy_bottleneck"], "entropy_bottleneck")
     self._analysis = jax.jit(functools.partial(model.apply, method=_resolve(model, "analysis", "g_a")))
@@ -116,11 +132,15 @@ class Codec:
           model.apply, method=_resolve(model, "hyper_analysis", "h_a")))
       hs = functools.partial(model.apply, method=_resolve(model, "hyper_synthesis", "h_s"))
       self._hyper_synthesis = jax.jit(hs)
-    arch = jax.tree_util.tree_flatten_with_path(variables)[0]
+    # The id hashes integer data only (the stored tables, medians and scale table included) and the architecture
+    # (class, its settings, every variable's path/shape/dtype): identical wherever the checkpoint is read.
     table_leaves = [(f"{k}/{f}", v) for k, t in sorted(self.tables.items()) for f, v in sorted(t.items())]
-    self.model_id = bitstream.model_id(
-        f"{type(model).__module__}.{type(model).__name__}|channels={channels}|hyperprior={self.hyperprior}",
-        [(jax.tree_util.keystr(p), np.asarray(v)) for p, v in arch], table_leaves)
+    self.model_id = bitstream.model_id(architecture(model, variables, channels, self.hyperprior), table_leaves)
+    eb_lik = lambda m, y: m.entropy_bottleneck.likelihood(y)
+    self._eb_likelihood = jax.jit(functools.partial(model.apply, method=eb_lik))
+    if self.hyperprior:
+      gc_lik = lambda m, y, s, mu: m.gaussian_conditional.likelihood(y, s, mu)
+      self._gc_likelihood = jax.jit(functools.partial(model.apply, method=gc_lik))
     self._shape_cache: dict = {}
     self.pad_multiple = pad_multiple or self._measure_stride()
 
@@ -201,6 +221,21 @@ class Codec:
     y_sym = np.rint(y - means) if means is not None else np.rint(y)
     y_hat = (y_sym + means).astype(np.float32) if means is not None else y_sym.astype(np.float32)
     return {"z": z_sym, "y": y_sym, "idx": idx, "fragile": fragile}, {"y_hat": y_hat, "z_hat": z_hat}
+
+  def estimated_bits(self, image: Any) -> dict[str, float]:
+    """The entropy model's estimate of what `compress` writes for `image`: `-sum log2 p` of the quantized latents
+    under the learned densities (the rate term training minimises; for the hyperprior, at the predicted scales, not
+    the table's), per latent: `{"y": bits[, "z": bits]}`. Compare with `8 * len(compress(image))` minus
+    `bitstream.overhead_bytes`."""
+    x, _ = self._prepare(image)
+    _, lat = self._encode_latents(x)
+    bits = lambda lik: float(-np.sum(np.log2(np.asarray(lik, np.float64))))
+    if not self.hyperprior:
+      return {"y": bits(self._eb_likelihood(self.variables, jnp.asarray(lat["y_hat"])))}
+    scales, means = self._scales_and_means(lat["z_hat"])
+    mu = None if means is None else jnp.asarray(means)
+    return {"y": bits(self._gc_likelihood(self.variables, jnp.asarray(lat["y_hat"]), jnp.asarray(scales), mu)),
+            "z": bits(self._eb_likelihood(self.variables, jnp.asarray(lat["z_hat"])))}
 
   # -- public API -------------------------------------------------------------------------------------------------
   def compress(self, image: Any) -> bytes:

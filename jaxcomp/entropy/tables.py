@@ -84,17 +84,24 @@ def make_tables(pmf_TL, lengths_T, offsets_T, tails_T, precision=DEFAULT_PRECISI
   return tables
 
 
-def bottleneck_tables(bottleneck: EntropyBottleneck, variables: Mapping, precision: int = DEFAULT_PRECISION
-                      ) -> Tables:
+def bottleneck_tables(bottleneck: EntropyBottleneck, variables: Mapping, precision: int = DEFAULT_PRECISION,
+                      max_symbols: int | None = None) -> Tables:
   """Tables of an `EntropyBottleneck` from its variables (`{"params": {...matrix0..., quantiles}}`).
 
   Table c covers the integers from `ceil(median - lower quantile)` below to `ceil(upper quantile - median)` above
   the median (CompressAI's `update()`); the learned tail mass outside becomes the escape frequency.
+  `max_symbols` (odd is best) bounds each table to `(max_symbols - 1) // 2` values on each side of the median, so
+  the `cdf` array never exceeds `max_symbols + 2` columns (a fixed-shape checkpoint item); values beyond take the
+  escape path, so coding stays lossless.
   """
   bound = bottleneck.bind(variables)
   q = np.asarray(variables["params"]["quantiles"], np.float32)[:, 0, :]
   medians = q[:, 1]
   cap = (1 << (precision - 2)) // 2 - 1  # keeps every table well inside the frequency budget
+  if max_symbols is not None:
+    if max_symbols < 1:
+      raise errors.ConfigError(f"max_symbols={max_symbols} must be >= 1")
+    cap = min(cap, (int(max_symbols) - 1) // 2)
   minima = np.clip(np.ceil(medians - q[:, 0]), 0, cap).astype(np.int64)
   maxima = np.clip(np.ceil(q[:, 2] - medians), 0, cap).astype(np.int64)
   lengths = minima + maxima + 1
@@ -113,6 +120,25 @@ def gaussian_tables(gaussian: GaussianConditional, precision: int = DEFAULT_PREC
   pmf, lengths, offsets, tails = gaussian_table_pmfs(gaussian.scale_table, gaussian.tail_mass)
   return make_tables(pmf, lengths, offsets, tails, precision,
                      scale_table=np.asarray(gaussian.scale_table, np.float32))
+
+
+def pad_tables(tables: Mapping, width: int, name: str = "tables") -> Tables:
+  """`tables` with `cdf` padded (with `2**precision`, as `make_tables` pads) to `width` columns: the same coding
+  tables in a fixed shape, e.g. for a checkpoint item whose shape must not change during training."""
+  t = {k: np.asarray(v) for k, v in tables.items()}
+  cdf = t["cdf"]
+  if cdf.shape[1] > width:
+    raise errors.CheckpointError(f"{name}: CDF tables are {cdf.shape[1]} columns wide, more than {width}")
+  pad = np.full((cdf.shape[0], width - cdf.shape[1]), 1 << int(t["precision"]), cdf.dtype)
+  t["cdf"] = np.concatenate([cdf, pad], axis=1)
+  return t
+
+
+def trim_tables(tables: Mapping) -> Tables:
+  """`tables` with the `cdf` padding beyond the longest table removed: the canonical form of a table set."""
+  t = {k: np.asarray(v) for k, v in tables.items()}
+  t["cdf"] = t["cdf"][:, : int(np.max(t["cdf_length"]))]
+  return t
 
 
 def check_tables(tables: Mapping, name: str = "tables") -> None:

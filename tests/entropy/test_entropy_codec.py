@@ -12,6 +12,7 @@ import pytest
 
 from jaxcomp import errors
 from jaxcomp.entropy import bitstream, rate_bits
+from jaxcomp.entropy import tables as tables_lib
 from jaxcomp.entropy.codec import Codec, finalize
 from jaxcomp.entropy.models import SCALE_TABLE, GaussianConditional, build_indexes
 from entropy_tiny_models import TinyFactorized, TinyHyperprior, fit_entropy_models, make_image
@@ -86,6 +87,8 @@ def test_factorized_bits_match_estimate(factorized):
   payload_bits = 8 * (len(data) - bitstream.overhead_bytes(1))
   # Range coder termination: at most two 32-bit words per stream.
   assert est["y"] * 0.99 - 64 <= payload_bits <= est["y"] * 1.01 + 64, (payload_bits, est)
+  # The codec's own estimate is the model's test-time rate term.
+  np.testing.assert_allclose(codec.estimated_bits(image)["y"], est["y"], rtol=1e-4)
 
 
 def test_hyperprior_bits_match_estimate(hyperprior):
@@ -98,6 +101,8 @@ def test_hyperprior_bits_match_estimate(hyperprior):
   scales = np.asarray(model.apply(variables, lat["z_hat"], method="hyper_synthesis"))
   table_scales = np.asarray(SCALE_TABLE, np.float32)[build_indexes(scales, SCALE_TABLE)]
   est_y = float(rate_bits(GaussianConditional().apply({}, lat["y_hat"], table_scales, method="likelihood")))
+  own = codec.estimated_bits(image)
+  np.testing.assert_allclose([own["y"], own["z"]], [est["y"], est["z"]], rtol=1e-4)
   assert est["y"] <= est_y <= est["y"] * 1.05  # table quantization of the scales costs a little
   payload_bits = 8 * (len(data) - bitstream.overhead_bytes(3) - 4)  # minus the 4-byte index checksum
   total = est_y + est["z"]
@@ -155,6 +160,29 @@ def test_tables_are_deterministic(factorized):
   model, variables, codec = factorized
   again = finalize(model, variables)
   chex.assert_trees_all_equal(again, codec.tables)
+
+
+def test_padded_and_bounded_tables(factorized):
+  """Padding (a fixed-shape checkpoint item) changes neither the coding nor the model id; `max_symbols` bounds
+  the tables and values beyond them still round-trip through the escape path."""
+  model, variables, codec = factorized
+  tables = finalize(model, variables)
+  width = tables["entropy_bottleneck"]["cdf"].shape[1]
+  padded = {"entropy_bottleneck": tables_lib.pad_tables(tables["entropy_bottleneck"], width + 7)}
+  assert padded["entropy_bottleneck"]["cdf"].shape[1] == width + 7
+  chex.assert_trees_all_equal(tables_lib.trim_tables(padded["entropy_bottleneck"]), tables["entropy_bottleneck"])
+  image = make_image(13, 40, 40)
+  other = Codec(model, variables, padded)
+  assert other.model_id == codec.model_id and other.compress(image) == codec.compress(image)
+  with pytest.raises(errors.CheckpointError, match="more than"):
+    tables_lib.pad_tables(tables["entropy_bottleneck"], width - 1)
+  small = finalize(model, variables, max_symbols=3)["entropy_bottleneck"]
+  assert small["cdf"].shape[1] <= 5 and np.all(small["cdf_length"] <= 5)
+  narrow = Codec(model, variables, {"entropy_bottleneck": small})
+  assert narrow.model_id != codec.model_id
+  np.testing.assert_array_equal(narrow.decompress(narrow.compress(image)), codec.decompress(codec.compress(image)))
+  with pytest.raises(errors.ConfigError, match="max_symbols"):
+    finalize(model, variables, max_symbols=0)
 
 
 @pytest.mark.slow
