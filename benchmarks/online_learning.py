@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
+import os
 import pathlib
 import sys
 import time
@@ -98,15 +100,6 @@ def _batches(train, batch, seed):
     yield {"q": jnp.asarray(train["q"][idx]), "target": jnp.asarray(train["target"][idx])}
 
 
-def _timeit(fn, repeats):
-  ts = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    ts.append(time.perf_counter() - t0)
-  return float(np.median(ts))
-
-
 def _write_csv(name, rows):
   buf = io.StringIO()
   w = csv.DictWriter(buf, fieldnames=list(rows[0]))
@@ -150,23 +143,67 @@ def gradient_error(args, batch_np):
   return rows
 
 
-def step_time(args, batch_np):
-  rows = []
+def _interleaved(fns, rounds, block_s, seed):
+  """Median seconds per call of each zero-argument jitted fn, measured in alternation.
+
+  Every fn is called once (compiled, warm) before the clock starts. Each round visits all fns in a fresh random
+  order and times a block of calls long enough (~block_s) to swamp timer and dispatch noise; a burst of load from
+  other processes then hits every fn alike instead of one fn's whole series. Returns ({name: median s/call},
+  {name: [s/call per round]}).
+  """
+  inner = {}
+  for name, fn in fns.items():
+    jax.block_until_ready(fn())
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    inner[name] = max(1, int(block_s / max(time.perf_counter() - t0, 1e-6)))
+  rng = np.random.default_rng(seed)
+  samples = {name: [] for name in fns}
+  order = list(fns)
+  for _ in range(rounds):
+    rng.shuffle(order)
+    for name in order:
+      fn, n = fns[name], inner[name]
+      t0 = time.perf_counter()
+      for _ in range(n):
+        out = fn()
+      jax.block_until_ready(out)
+      samples[name].append((time.perf_counter() - t0) / n)
+  return {name: float(np.median(v)) for name, v in samples.items()}, samples
+
+
+def step_time(args, examples, hidden, batch_size, algs):
+  """Time per update step (estimator + clipped SGD), every cell x algorithm at one size, measured in alternation.
+
+  x_bptt is the median over rounds of the ratio to the same cell's BPTT timed in the same round (robust to load
+  drifting between rounds); x_bptt_lo / x_bptt_hi are its 25th / 75th percentiles, the noise that is left.
+  """
   tx = optax.chain(optax.clip_by_global_norm(13.0), optax.sgd(args.lr, momentum=0.9))
-  batch = {k: jnp.asarray(v) for k, v in batch_np.items()}
+  if len(examples["q"]) < batch_size:
+    raise ValueError(f"step_time needs {batch_size} examples, got {len(examples['q'])}")
+  batch = {k: jnp.asarray(v[:batch_size]) for k, v in examples.items()}
+  fns, compile_s = {}, {}
   for cell in CELLS:
-    spec = models.DecoderSpec(cell=cell, hidden=args.hidden, num_steps=4)
-    for alg in ALGS:
+    spec = models.DecoderSpec(cell=cell, hidden=hidden, num_steps=4)
+    for alg in algs:
       params = _params(spec, alg, jax.random.key(0))
       step = _train_step_fn(spec, alg, tx)
       opt = tx.init(params)
-      key = jax.random.key(2)
       t0 = time.perf_counter()
-      jax.block_until_ready(step(params, opt, batch, key))
-      compile_s = time.perf_counter() - t0
-      sec = _timeit(lambda: step(params, opt, batch, key), args.repeats)
-      rows.append({"cell": cell, "algorithm": alg, "hidden": args.hidden, "batch": args.batch, "K": 4,
-                   "ms_per_step": 1e3 * sec, "compile_s": compile_s})
+      jax.block_until_ready(step(params, opt, batch, jax.random.key(2)))
+      compile_s[(cell, alg)] = time.perf_counter() - t0
+      fns[(cell, alg)] = (lambda st=step, p=params, o=opt: st(p, o, batch, jax.random.key(2)))
+  load0 = os.getloadavg()[0]
+  med, samples = _interleaved(fns, args.rounds, args.block_s, seed=hidden)
+  load1 = os.getloadavg()[0]
+  rows = []
+  for (cell, alg), sec in med.items():
+    ratio = np.asarray(samples[(cell, alg)]) / np.asarray(samples[(cell, "bptt")])
+    rows.append({"cell": cell, "algorithm": alg, "hidden": hidden, "batch": batch_size, "K": 4,
+                 "ms_per_step": 1e3 * sec, "x_bptt": float(np.median(ratio)),
+                 "x_bptt_lo": float(np.percentile(ratio, 25)), "x_bptt_hi": float(np.percentile(ratio, 75)),
+                 "rounds": args.rounds, "compile_s": compile_s[(cell, alg)],
+                 "load_1min_start": load0, "load_1min_end": load1})
   return rows
 
 
@@ -232,8 +269,15 @@ def psnr_vs_k(args, train, val):
 
 
 def rtrl_scaling(args):
-  """Time of one RTRL step (one example) versus hidden size n, Elman and LSTM; slope of log time on log n."""
-  rows, fits = [], {}
+  """Time of one RTRL step per example versus hidden size n (Elman and LSTM), with fitted exponents.
+
+  Small sizes are dominated by fixed per-call costs (dispatch, loop bookkeeping), not by the n^4 product, so each
+  size runs a vmapped batch of examples chosen to give about `rtrl_macs` multiply-adds per call (at most 256
+  examples), and the time per example is reported; sizes are measured in alternation (`_interleaved`).
+  The carried term (dF/dz) M_{t-1} costs Z * (Z-side width of dF/dz) * P multiply-adds: Elman n * n * (n^2 + 2n),
+  LSTM n * 4n * (4n^2 + 5n) (z = [s, c], only s enters the gate matmul); that is the n^4 of full RTRL.
+  """
+  rows, fns, meta = [], {}, {}
   for cell in ("elman", "lstm"):
     sizes = args.rtrl_sizes if cell == "elman" else [n // 2 for n in args.rtrl_sizes]
     for n in sizes:
@@ -242,17 +286,37 @@ def rtrl_scaling(args):
       flat, unravel = ravel_pytree(params["cell"])
       f = algorithms._recurrent_fn(spec, unravel, flat.shape[0])
       phi = jnp.concatenate([flat, 0.1 * jnp.ones((n,))])
+      macs = n * (4 * n if cell == "lstm" else n) * int(phi.shape[0])
+      b = int(min(256, max(1, round(args.rtrl_macs / macs))))
       trace = algorithms.rtrl_init(spec, phi.shape[0])
-      trace = algorithms.RTRLTrace(trace.z + 0.1, trace.influence + 1e-3)
-      fn = jax.jit(lambda ph, tr: algorithms.rtrl_step(f, ph, tr))
-      jax.block_until_ready(fn(phi, trace))
-      sec = _timeit(lambda: fn(phi, trace), args.repeats)
-      rows.append({"cell": cell, "hidden": n, "num_params": int(phi.shape[0]), "state": spec.state_size,
-                   "ms_per_step": 1e3 * sec})
-    ns = np.log([r["hidden"] for r in rows if r["cell"] == cell])
-    ts = np.log([r["ms_per_step"] for r in rows if r["cell"] == cell])
-    fits[cell] = float(np.polyfit(ns, ts, 1)[0])
-  return rows, fits
+      trace = algorithms.RTRLTrace(jnp.full((b, *trace.z.shape), 0.1),
+                                   jnp.full((b, *trace.influence.shape), 1e-3))
+      fn = jax.jit(jax.vmap(lambda tr, ph=phi, f=f: algorithms.rtrl_step(f, ph, tr)))
+      fns[(cell, n)] = (lambda fn=fn, tr=trace: fn(tr))
+      meta[(cell, n)] = {"cell": cell, "hidden": n, "num_params": int(phi.shape[0]), "state": spec.state_size,
+                         "carried_macs": macs, "examples_per_call": b}
+  load0 = os.getloadavg()[0]
+  med, _ = _interleaved(fns, args.rtrl_rounds, args.block_s, seed=7)
+  load1 = os.getloadavg()[0]
+  for key, sec in med.items():
+    b = meta[key]["examples_per_call"]
+    rows.append({**meta[key], "ms_per_example_step": 1e3 * sec / b,
+                 "gmacs_per_s": meta[key]["carried_macs"] * b / sec / 1e9,
+                 "load_1min_start": load0, "load_1min_end": load1})
+  return rows
+
+
+def rtrl_fits(rows):
+  """Slope of log time on log n per cell: over all sizes, over the largest four, and between neighbouring sizes."""
+  fits = {}
+  for cell in ("elman", "lstm"):
+    rs = [r for r in rows if r["cell"] == cell]
+    ns, ts = np.log([r["hidden"] for r in rs]), np.log([r["ms_per_example_step"] for r in rs])
+    local = np.diff(ts) / np.diff(ns)
+    fits[cell] = {"all": float(np.polyfit(ns, ts, 1)[0]), "upper": float(np.polyfit(ns[-4:], ts[-4:], 1)[0]),
+                  "n_all": (rs[0]["hidden"], rs[-1]["hidden"]), "n_upper": (rs[-4]["hidden"], rs[-1]["hidden"]),
+                  "local": [float(x) for x in local]}
+  return fits
 
 
 # ------------------------------------------------------------------------------------------------- plotting
@@ -282,8 +346,10 @@ def _plots(conv, kpsnr, mem, scal):
   axes[1].set_xlabel("K"); axes[1].set_ylabel("XLA temp memory (MiB)"); axes[1].legend()
   for cell in ("elman", "lstm"):
     rs = [r for r in scal if r["cell"] == cell]
-    axes[2].loglog([r["hidden"] for r in rs], [r["ms_per_step"] for r in rs], "o-", label=f"RTRL {cell}")
-  axes[2].set_xlabel("hidden units n"); axes[2].set_ylabel("ms per RTRL step"); axes[2].legend()
+    ns, ts = np.array([r["hidden"] for r in rs], float), np.array([r["ms_per_example_step"] for r in rs])
+    line = axes[2].loglog(ns, ts, "o-", label=f"RTRL {cell}")[0]
+    axes[2].loglog(ns, ts[-1] * (ns / ns[-1]) ** 4, ":", color=line.get_color(), label=f"n^4 through {cell}'s last")
+  axes[2].set_xlabel("hidden units n"); axes[2].set_ylabel("ms per RTRL step and example"); axes[2].legend()
   fig.tight_layout()
   _save(fig, "k_memory_scaling.png")
 
@@ -302,56 +368,44 @@ def _table(rows, cols, fmt=None):
   return head + body
 
 
-def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--quick", action="store_true", help="smoke run: few steps, small sizes")
-  ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-  ap.add_argument("--hidden", type=int, default=16)
-  ap.add_argument("--batch", type=int, default=32)
-  ap.add_argument("--steps", type=int, default=300)
-  ap.add_argument("--eval-every", type=int, default=25)
-  ap.add_argument("--lr", type=float, default=1e-3)
-  ap.add_argument("--repeats", type=int, default=10)
-  ap.add_argument("--uoro-draws", type=int, default=200)
-  ap.add_argument("--rtrl-sizes", type=int, nargs="+", default=[16, 32, 64, 128])
-  ap.add_argument("--no-report", action="store_true", help="do not write docs/")
-  args = ap.parse_args(argv)
-  if args.quick:
-    args.hidden, args.batch, args.steps, args.eval_every, args.repeats = 8, 16, 10, 5, 3
-    args.uoro_draws, args.rtrl_sizes = 10, [8, 16, 32, 64]
-  command = "python benchmarks/online_learning.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-  data = pathlib.Path(args.data)
-  t0 = time.time()
-  train = patches.build_examples(_images(data / "photos-train", 6 if not args.quick else 2, 256), seed=0)
-  val = patches.build_examples(_images(data / "kodak", 2, 256), seed=1)
-  val = {k: jnp.asarray(v) for k, v in val.items() if k != "bpp"}
-  fixed = {k: v[:args.batch] for k, v in train.items() if k != "bpp"}
-  print(f"data: {len(train['q'])} train / {len(val['q'])} validation patches, "
-        f"train rates {train['bpp'].min():.2f}-{train['bpp'].max():.2f} bpp ({time.time() - t0:.0f} s)")
-  plain = float(-10 * np.log10(np.mean((np.asarray(val["q"][:, 4]) - np.asarray(val["target"])) ** 2)))
-  print(f"validation PSNR of the plain JPEG patches: {plain:.2f} dB")
 
-  results = {}
-  for name, fn in (("gradient_error", lambda: gradient_error(args, fixed)),
-                   ("step_time", lambda: step_time(args, fixed)),
-                   ("memory_vs_k", lambda: memory_vs_k(args, fixed)),
-                   ("rtrl_scaling", lambda: rtrl_scaling(args)),
-                   ("convergence", lambda: convergence(args, train, val)),
-                   ("psnr_vs_k", lambda: psnr_vs_k(args, train, val))):
-    t = time.time()
-    results[name] = fn()
-    print(f"[{name}] {time.time() - t:.0f} s")
-  scal, fits = results["rtrl_scaling"]
-  results["rtrl_scaling"] = scal
+MEASUREMENTS = ("gradient_error", "step_time", "memory_vs_k", "rtrl_scaling", "convergence", "psnr_vs_k")
+BIG_ALGS = ("bptt", "sab", "uoro")  # RTRL at 512 hidden units: a ~4 GB influence matrix per example
 
-  times = {(r["cell"], r["algorithm"]): r["ms_per_step"] for r in results["step_time"]}
-  for r in results["step_time"]:
-    r["x_bptt"] = r["ms_per_step"] / times[(r["cell"], "bptt")]
+
+def _parse(value: str):
+  for cast in (int, float):
+    try:
+      return cast(value)
+    except ValueError:
+      pass
+  return value
+
+
+def _read_csv(name):
+  path = OUT / f"{name}.csv"
+  if not path.exists():
+    raise SystemExit(f"{path} is missing: run the benchmark without --only (or with --only {name}) first")
+  with open(path, newline="") as f:
+    return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _load(value) -> str:
+  return f"{value:.1f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _report(results, runs, args, data_line):
+  """The Markdown section of docs/benchmarks.md, built from the rows of every measurement."""
+  small = [r for r in results["step_time"] if r["hidden"] == args.hidden]
+  big = [r for r in results["step_time"] if r["hidden"] != args.hidden]
+  times = {(r["cell"], r["algorithm"]): r for r in small}
   final = {}
   for r in results["convergence"]:
     final[(r["cell"], r["algorithm"])] = r
-  summary = [{"cell": c, "algorithm": a, "ms_per_step": times[(c, a)], "x_bptt": times[(c, a)] / times[(c, "bptt")],
+  summary = [{"cell": c, "algorithm": a, "ms_per_step": times[(c, a)]["ms_per_step"],
+              "x_bptt": f"{times[(c, a)]['x_bptt']:.2f} ({times[(c, a)]['x_bptt_lo']:.2f}-"
+                        f"{times[(c, a)]['x_bptt_hi']:.2f})",
               "final_val_psnr": final[(c, a)]["val_psnr"], "train_s": final[(c, a)]["seconds"],
               "grad_rel_error": next(r["rel_error"] for r in results["gradient_error"]
                                      if r["cell"] == c and r["algorithm"] == a)}
@@ -360,30 +414,126 @@ def main(argv=None):
   mem_rows = [{"algorithm": a, **{f"K={k}": f"{mem[(a, k)] / 2**20:.2f}" for k in (1, 3, 5, 7, 9, 11)}} for a in ALGS]
   kp = {(r["algorithm"], r["K"]): r["val_psnr"] for r in results["psnr_vs_k"]}
   k_rows = [{"algorithm": a, **{f"K={k}": f"{kp[(a, k)]:.2f}" for k in (1, 3, 5, 7, 9, 11)}} for a in ALGS]
-
-  body = (f"## Online recurrent learning (rnn_decoder)\n\n`{command}` — {machine_line()}; hidden {args.hidden}, "
-          f"batch {args.batch}, K = 4 unless stated, {args.steps} SGD steps (lr {args.lr}, momentum 0.9, clip 13); "
-          f"train {len(train['q'])} patches of 6 photos-train crops, validation {len(val['q'])} patches of 2 Kodak "
-          f"crops (plain JPEG: {plain:.2f} dB). SAB: k_att 1, k_top 2, k_trunc 1; its gradient error is against "
-          f"BPTT of the same attention-augmented forward. UORO: one draw "
-          f"(mean of {args.uoro_draws} draws in docs/online_learning/gradient_error.csv).\n\n"
+  target = []
+  for rows in (small, big):
+    for r in rows:
+      if r["algorithm"] == "uoro":
+        bp = next(x for x in rows if x["cell"] == r["cell"] and x["algorithm"] == "bptt")
+        target.append({"hidden": r["hidden"], "batch": r["batch"], "cell": r["cell"], "bptt_ms": bp["ms_per_step"],
+                       "uoro_ms": r["ms_per_step"], "x_bptt": f"{r['x_bptt']:.2f}",
+                       "iqr": f"{r['x_bptt_lo']:.2f}-{r['x_bptt_hi']:.2f}",
+                       "met": "yes" if r["x_bptt"] <= 3.0 else "no"})
+  big_rows = [{**r, "x": f"{r['x_bptt']:.2f} ({r['x_bptt_lo']:.2f}-{r['x_bptt_hi']:.2f})"} for r in big]
+  fits = rtrl_fits(results["rtrl_scaling"])
+  fit_text = "; ".join(
+      f"{c}: {f['all']:.2f} over n = {f['n_all'][0]}..{f['n_all'][1]}, {f['upper']:.2f} over n = "
+      f"{f['n_upper'][0]}..{f['n_upper'][1]} (neighbouring sizes: {', '.join(f'{x:.1f}' for x in f['local'])})"
+      for c, f in fits.items())
+  run_lines = "".join(f"- {name}: `{m['command']}`, {m['utc']}, 1-min load {_load(m['load_1min'])}\n"
+                      for name, m in runs.items())
+  return (f"## Online recurrent learning (rnn_decoder)\n\n{machine_line()}. Measurements (command, time, load):\n\n"
+          f"{run_lines}\n{data_line}\n\n"
+          "Small scale, every algorithm (step time: median over alternating rounds; x_bptt: median of the per-round "
+          "ratio to the same cell's BPTT, its interquartile range in brackets):\n\n"
           + _table(summary, ["cell", "algorithm", "ms_per_step", "x_bptt", "grad_rel_error", "final_val_psnr",
                              "train_s"],
-                   {"ms_per_step": "{:.2f}", "x_bptt": "{:.2f}", "grad_rel_error": "{:.2e}",
-                    "final_val_psnr": "{:.2f}", "train_s": "{:.1f}"})
+                   {"ms_per_step": "{:.2f}", "grad_rel_error": "{:.2e}", "final_val_psnr": "{:.2f}",
+                    "train_s": "{:.1f}"})
+          + (f"\nPaper-size model (hidden {big[0]['hidden']}, batch {big[0]['batch']}, K = 4; RTRL left out: its "
+             "influence matrix would be ~4 GB per example):\n\n"
+             + _table(big_rows, ["cell", "algorithm", "ms_per_step", "x"], {"ms_per_step": "{:.1f}"}) if big else "")
+          + "\nTarget: UORO step time <= 3x BPTT's (same model, same K):\n\n"
+          + _table(target, ["hidden", "batch", "cell", "bptt_ms", "uoro_ms", "x_bptt", "iqr", "met"],
+                   {"bptt_ms": "{:.2f}", "uoro_ms": "{:.2f}"})
           + "\nXLA temporary memory of one LSTM gradient (MiB) versus K:\n\n"
           + _table(mem_rows, ["algorithm"] + [f"K={k}" for k in (1, 3, 5, 7, 9, 11)])
           + "\nValidation PSNR (dB) of the LSTM trained at each K:\n\n"
           + _table(k_rows, ["algorithm"] + [f"K={k}" for k in (1, 3, 5, 7, 9, 11)])
-          + "\nRTRL step time versus hidden size (one example):\n\n"
-          + _table(scal, ["cell", "hidden", "num_params", "state", "ms_per_step"], {"ms_per_step": "{:.3f}"})
-          + "\nFitted exponent of RTRL time in n: "
-          + ", ".join(f"{c} {e:.2f}" for c, e in fits.items()) + " (theory 4 for large n).\n")
+          + "\nRTRL step time per example versus hidden size (vmapped batches, measured in alternation):\n\n"
+          + _table(results["rtrl_scaling"], ["cell", "hidden", "num_params", "carried_macs", "examples_per_call",
+                                              "ms_per_example_step", "gmacs_per_s"],
+                   {"ms_per_example_step": "{:.3f}", "gmacs_per_s": "{:.1f}"})
+          + f"\nFitted exponent of RTRL time in n (theory: 4): {fit_text}.\n")
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--quick", action="store_true", help="smoke run: few steps, small sizes")
+  ap.add_argument("--only", nargs="+", choices=MEASUREMENTS,
+                  help="re-measure only these; the report takes the others from docs/online_learning/*.csv")
+  ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+  ap.add_argument("--hidden", type=int, default=16)
+  ap.add_argument("--batch", type=int, default=32)
+  ap.add_argument("--big-hidden", type=int, default=512, help="step time also at this size (0: skip)")
+  ap.add_argument("--big-batch", type=int, default=256)
+  ap.add_argument("--steps", type=int, default=300)
+  ap.add_argument("--eval-every", type=int, default=25)
+  ap.add_argument("--lr", type=float, default=1e-3)
+  ap.add_argument("--rounds", type=int, default=15, help="alternating timing rounds for the step time")
+  ap.add_argument("--block-s", type=float, default=0.05, help="seconds of calls per timed block")
+  ap.add_argument("--uoro-draws", type=int, default=200)
+  ap.add_argument("--rtrl-sizes", type=int, nargs="+", default=[32, 48, 64, 96, 128, 192, 256],
+                  help="Elman hidden sizes; the LSTM (state 2n) uses half of each")
+  ap.add_argument("--rtrl-rounds", type=int, default=7)
+  ap.add_argument("--rtrl-macs", type=float, default=3e8, help="carried-term multiply-adds per timed call")
+  ap.add_argument("--report-only", action="store_true",
+                  help="measure nothing: rebuild the report and plots from docs/online_learning/*.csv")
+  ap.add_argument("--no-report", action="store_true", help="do not write docs/")
+  args = ap.parse_args(argv)
+  if args.quick:
+    args.hidden, args.batch, args.steps, args.eval_every, args.rounds = 8, 16, 10, 5, 3
+    args.big_hidden, args.big_batch, args.rtrl_rounds, args.rtrl_macs = 16, 64, 3, 1e6
+    args.uoro_draws, args.rtrl_sizes = 10, [8, 16, 24, 32]
+  if len(args.rtrl_sizes) < 4:
+    ap.error("--rtrl-sizes: the exponent fit needs at least four sizes")
+  command = "python benchmarks/online_learning.py " + " ".join(argv if argv is not None else sys.argv[1:])
+  todo = () if args.report_only else (args.only or MEASUREMENTS)
+
+  data = pathlib.Path(args.data)
+  t0 = time.time()
+  train = patches.build_examples(_images(data / "photos-train", 6 if not args.quick else 2, 256), seed=0)
+  val = patches.build_examples(_images(data / "kodak", 2, 256), seed=1)
+  val = {k: jnp.asarray(v) for k, v in val.items() if k != "bpp"}
+  examples = {k: v for k, v in train.items() if k != "bpp"}
+  fixed = {k: v[:args.batch] for k, v in examples.items()}
+  plain = float(-10 * np.log10(np.mean((np.asarray(val["q"][:, 4]) - np.asarray(val["target"])) ** 2)))
+  data_line = (f"Data: train {len(train['q'])} patches of {6 if not args.quick else 2} photos-train crops (256x256, "
+               f"JPEG at {train['bpp'].min():.2f}-{train['bpp'].max():.2f} bpp), validation {len(val['q'])} patches "
+               f"of 2 Kodak crops (plain JPEG: {plain:.2f} dB). Small scale: hidden {args.hidden}, batch {args.batch},"
+               f" K = 4 unless stated, {args.steps} SGD steps (lr {args.lr}, momentum 0.9, clip 13). SAB: k_att 1, "
+               "k_top 2, k_trunc 1; its gradient error is against BPTT of the same attention-augmented forward. UORO: "
+               f"one draw (the mean of {args.uoro_draws} draws is in docs/online_learning/gradient_error.csv).")
+  print(f"{data_line} ({time.time() - t0:.0f} s)")
+
+  jobs = {"gradient_error": lambda: gradient_error(args, fixed),
+          "step_time": lambda: (step_time(args, examples, args.hidden, args.batch, ALGS)
+                                + (step_time(args, examples, args.big_hidden, args.big_batch, BIG_ALGS)
+                                   if args.big_hidden else [])),
+          "memory_vs_k": lambda: memory_vs_k(args, fixed),
+          "rtrl_scaling": lambda: rtrl_scaling(args),
+          "convergence": lambda: convergence(args, train, val),
+          "psnr_vs_k": lambda: psnr_vs_k(args, train, val)}
+  runs_path = OUT / "runs.json"
+  runs = json.loads(runs_path.read_text()) if runs_path.exists() and len(todo) < len(MEASUREMENTS) else {}
+  results = {}
+  for name in MEASUREMENTS:
+    if name not in todo:
+      results[name] = _read_csv(name)
+      continue
+    t, load = time.time(), os.getloadavg()[0]
+    results[name] = jobs[name]()
+    runs[name] = {"command": command.strip(), "utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "load_1min": load, "seconds": round(time.time() - t)}
+    print(f"[{name}] {time.time() - t:.0f} s, 1-min load {load:.1f} -> {os.getloadavg()[0]:.1f}")
+  runs = {name: runs[name] for name in MEASUREMENTS if name in runs}
+
+  body = _report(results, runs, args, data_line)
   print(body)
   if not args.no_report:
-    for name, rows in results.items():
-      _write_csv(name, rows)
-    _plots(results["convergence"], results["psnr_vs_k"], results["memory_vs_k"], scal)
+    for name in todo:
+      _write_csv(name, results[name])
+    write_text_atomic(runs_path, json.dumps(runs, indent=1) + "\n")
+    _plots(results["convergence"], results["psnr_vs_k"], results["memory_vs_k"], results["rtrl_scaling"])
     write_section("online_learning", body)
 
 
