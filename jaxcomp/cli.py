@@ -2,9 +2,18 @@
 
   jaxcomp list
   jaxcomp train --config configs/<method>.py[:variant] --workdir DIR [--config.key=value ...]
-  jaxcomp eval --workdir DIR (--data FOLDER | --dataset NAME)
+  jaxcomp eval --workdir DIR (--data FOLDER | --dataset NAME) [--max_images N]
+  jaxcomp rd --workdir DIR1 --workdir DIR2 ... (--data FOLDER | --dataset NAME) --out OUTDIR
+      [--baselines jpeg420,jpeg2000,webp] [--anchor CURVE]
   jaxcomp compress --workdir DIR in.png out.jxc
   jaxcomp decompress --workdir DIR in.jxc out.png
+
+`eval` codes every image to a real file and back and prints a table (per image and mean: bpp from the file size,
+the entropy model's estimate and their gap, PSNR RGB / YUV, SSIM, MS-SSIM, times, JPEG 4:2:0 at the same rate);
+the full results go to DIR/eval/<data>.json. `rd` makes RD curves from several workdirs: workdirs whose saved
+configs share a method and variant form one curve (one point per workdir, labelled by its lambda), next to the
+Pillow baselines; OUTDIR receives rd_points.csv, rd_per_image.csv, bd_rate.csv / .md (BD-rates against the anchor
+curve, by default the first workdir's), rd_<metric>.png and one CompressAI-layout JSON per curve.
 
 Flags follow absl / ml_collections config_flags (the big_vision / flax-examples convention). Any user error prints
 `jaxcomp: error: <one line>` and exits with code 2; outputs are written atomically, so none is left half-written.
@@ -26,7 +35,7 @@ from ml_collections import config_flags
 
 from jaxcomp.errors import ConfigError, DataError, JaxcompError
 
-COMMANDS = ("list", "train", "eval", "compress", "decompress")
+COMMANDS = ("list", "train", "eval", "rd", "compress", "decompress")
 USAGE = __doc__.split("\n\n")[1]
 _REPO_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
@@ -38,10 +47,18 @@ def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
   # sys_argv: config_flags discovers the --config.key overrides from it (default: sys.argv, wrong in-process).
   config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:variant]", flag_values=fv, lock_config=True,
                                   sys_argv=list(argv))
-  flags.DEFINE_string("workdir", None, "run folder: checkpoints, logs, saved config", flag_values=fv)
+  flags.DEFINE_multi_string("workdir", None, "run folder: checkpoints, logs, saved config (rd: several)",
+                            flag_values=fv)
   flags.DEFINE_string("data", None, "eval: an image folder", flag_values=fv)
   flags.DEFINE_string("dataset", None, "eval: a tfds dataset name, or 'sample'", flag_values=fv)
   flags.DEFINE_integer("step", None, "eval/compress/decompress: checkpoint step (default: latest)", flag_values=fv)
+  flags.DEFINE_integer("max_images", None, "eval/rd: at most this many images (default: the config's "
+                       "eval_max_images for eval, all for rd; 0 = all)", flag_values=fv)
+  flags.DEFINE_string("out", None, "rd: output folder", flag_values=fv)
+  flags.DEFINE_list("baselines", ["jpeg420", "jpeg2000", "webp"], "rd: Pillow baselines to add (jpeg420, "
+                    "jpeg444, jpeg2000, webp, avif; empty for none)", flag_values=fv)
+  flags.DEFINE_string("anchor", None, "rd: curve the BD-rates are measured against (default: the first)",
+                      flag_values=fv)
   flags.DEFINE_string("configs_dir", None, "list: folder of config files (default: ./configs or the repo's)",
                       flag_values=fv)
   return fv
@@ -135,10 +152,22 @@ def _get_config(fv: flags.FlagValues):
   return config
 
 
+def _workdirs(fv: flags.FlagValues) -> list[pathlib.Path]:
+  if not fv.workdir:
+    raise ConfigError("--workdir is required")
+  out = [pathlib.Path(w) for w in fv.workdir]
+  for w in out:
+    if not w.is_dir():
+      raise ConfigError(f"workdir {w} does not exist")
+  return out
+
+
 def _workdir(fv: flags.FlagValues, must_exist: bool) -> pathlib.Path:
   if not fv.workdir:
     raise ConfigError("--workdir is required")
-  workdir = pathlib.Path(fv.workdir)
+  if len(fv.workdir) > 1:
+    raise ConfigError(f"--workdir is given {len(fv.workdir)} times; only `jaxcomp rd` takes several")
+  workdir = pathlib.Path(fv.workdir[0])
   if must_exist and not workdir.is_dir():
     raise ConfigError(f"workdir {workdir} does not exist")
   return workdir
@@ -208,12 +237,10 @@ def _method_for(workdir: pathlib.Path, step: int | None):
   return config, methods.get_method(config.method)
 
 
-def cmd_eval(fv: flags.FlagValues, args: list[str]) -> int:
-  if args:
-    raise ConfigError(f"eval takes no positional arguments, got {args}")
+def _data_spec(fv: flags.FlagValues, command: str) -> tuple[str, str]:
+  """`(spec for jaxcomp.data.get_source, a file-name-safe label)` from --data / --dataset."""
   if bool(fv.data) == bool(fv.dataset):
-    raise ConfigError("eval needs exactly one of --data FOLDER or --dataset NAME")
-  workdir = _workdir(fv, must_exist=True)
+    raise ConfigError(f"{command} needs exactly one of --data FOLDER or --dataset NAME")
   if fv.data:
     folder = pathlib.Path(fv.data)
     if not folder.is_dir():
@@ -221,23 +248,92 @@ def cmd_eval(fv: flags.FlagValues, args: list[str]) -> int:
     spec, name = str(folder), folder.name or "data"
   else:
     spec = name = fv.dataset
+  return spec, re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _summary(results: dict) -> str:
+  """The human table of an eval: `jaxcomp.evaluation.eval_table` for codecs, else one line per scalar."""
+  images = results.get("images")
+  if isinstance(images, list) and images and isinstance(images[0], dict) and "bpp" in images[0] \
+      and "psnr" in images[0]:
+    from jaxcomp.evaluation import eval_table
+    return eval_table(results)
+  return "\n".join(f"{k:<16s} {v:.6g}" if isinstance(v, float) else f"{k:<16s} {v}"
+                   for k, v in sorted(results.items()) if isinstance(v, (int, float, str)))
+
+
+def cmd_eval(fv: flags.FlagValues, args: list[str]) -> int:
+  if args:
+    raise ConfigError(f"eval takes no positional arguments, got {args}")
+  spec, name = _data_spec(fv, "eval")
+  workdir = _workdir(fv, must_exist=True)
   config, module = _method_for(workdir, fv.step)
+  if fv.max_images is not None and "eval_max_images" in config:
+    config.eval_max_images = int(fv.max_images)
   results = module.evaluate(config, str(workdir), spec)
   text = json.dumps(results, indent=2, sort_keys=True, default=float)
   from jaxcomp.io_utils import write_text_atomic
-  write_text_atomic(workdir / "eval" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.json", text + "\n")
-  print(text)
+  path = workdir / "eval" / f"{name}.json"
+  write_text_atomic(path, text + "\n")
+  print(_summary(results))
+  print(f"results: {path}")
   return 0
 
 
-def _codec(fv: flags.FlagValues):
+def cmd_rd(fv: flags.FlagValues, args: list[str]) -> int:
+  if args:
+    raise ConfigError(f"rd takes no positional arguments, got {args}")
+  if not fv.out:
+    raise ConfigError("rd needs --out OUTDIR")
+  if fv.step is not None:
+    raise ConfigError("rd uses each workdir's latest checkpoint; --step is not supported")
+  spec, _ = _data_spec(fv, "rd")
+  workdirs = _workdirs(fv)
+  from jaxcomp import evaluation
+  from jaxcomp.data import get_source
+  from jaxcomp.evaluation import codecs as baseline_codecs
+  for b in fv.baselines:
+    baseline_codecs.get_baseline(b)  # unknown names fail before any work
+  source = get_source(spec, "all")
+  n = len(source) if not fv.max_images else min(len(source), fv.max_images)
+  images = [(str(source[i].get("name", i)), source[i]["image"]) for i in range(n)]
+  groups: dict[str, dict] = {}
+  described: dict[str, str] = {}
+  for wd in workdirs:
+    config, codec = _codec_at(wd, None)
+    curve = f"{config.method} {config.get('variant', '')}".strip()
+    point = float(config.lmbda) if "lmbda" in config else wd.name
+    if point in groups.setdefault(curve, {}):
+      raise ConfigError(f"workdirs {groups[curve][point][0]} and {wd} are the same point ({point}) of curve "
+                        f"{curve!r}; give one workdir per rate point")
+    groups[curve][point] = (wd, codec)
+    described[curve] = f"jaxcomp {curve}, one point per workdir (lambda)"
+  progress = lambda msg: print(msg, file=sys.stderr)
+  curves = [evaluation.learned_rd_curve(images, {p: c for p, (_, c) in points.items()}, curve,
+                                        described[curve], progress=progress)
+            for curve, points in groups.items()]
+  curves += [evaluation.codec_rd_curve(images, b, progress=progress) for b in fv.baselines]
+  anchor = fv.anchor if fv.anchor is not None else curves[0].name
+  written = evaluation.write_results(curves, fv.out, anchor=anchor)
+  rows = evaluation.rd_table(curves, anchor)
+  cols = ["name", "points", "bpp_min", "bpp_max", *[k for k in rows[0] if k.startswith("bd-")]]
+  print(f"BD against {anchor!r} (BD-rate %, BD-PSNR dB):")
+  print(evaluation.format_table(rows, cols))
+  print(f"written to {fv.out}: " + ", ".join(sorted(p.name for p in written.values())))
+  return 0
+
+
+def _codec_at(workdir: pathlib.Path, step: int | None):
   from jaxcomp.train import restore
-  workdir = _workdir(fv, must_exist=True)
-  config, module = _method_for(workdir, fv.step)
+  config, module = _method_for(workdir, step)
   if not callable(getattr(module, "build_codec", None)):
     raise ConfigError(f"method {config.method!r} is not a codec (no build_codec)")
-  _, state = restore.load_for_eval(workdir, fv.step)
+  _, state = restore.load_for_eval(workdir, step)
   return config, module.build_codec(config, state)
+
+
+def _codec(fv: flags.FlagValues):
+  return _codec_at(_workdir(fv, must_exist=True), fv.step)
 
 
 def _read_image(path: pathlib.Path, grayscale: bool) -> Any:
@@ -298,7 +394,7 @@ def cmd_decompress(fv: flags.FlagValues, args: list[str]) -> int:
   return 0
 
 
-_DISPATCH = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "compress": cmd_compress,
+_DISPATCH = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "rd": cmd_rd, "compress": cmd_compress,
              "decompress": cmd_decompress}
 
 

@@ -1,5 +1,6 @@
 """CLI error paths: each is one line `jaxcomp: error: ...` on stderr and exit code 2, with nothing left behind."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -143,8 +144,90 @@ def test_eval_errors(capsys, toy_workdir, tmp_path):
 
 def test_eval_from_initial_checkpoint(capsys, toy_workdir):
   assert cli.main(["eval", "--workdir", str(toy_workdir), "--dataset", "sample"]) == 0
-  assert '"num_images": 4' in capsys.readouterr().out
-  assert (toy_workdir / "eval" / "sample.json").exists()
+  out = capsys.readouterr().out
+  saved = json.loads((toy_workdir / "eval" / "sample.json").read_text())
+  assert saved["num_images"] == 4
+  assert any(ln.split() == ["num_images", "4"] for ln in out.splitlines())  # the human summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# eval / rd of a real codec method (ProxIQA's tiny variant), from initial-state checkpoints: no training needed.
+
+
+def _proxiqa_checkpoint(workdir, lmbda):
+  from jaxcomp.methods.proxiqa import train as pq
+  config = cli._load_config_module(REPO / "configs" / "proxiqa.py").get_config("tiny")
+  with config.unlocked():
+    config.lmbda = lmbda
+  host = pq.init_state(config)
+  with train.Checkpointer(workdir, config, every=1) as ck:
+    ck.save(1, dict(host, tables=pq.coding_tables(config, host["codec"].params)), force=True)
+
+
+@pytest.fixture(scope="module")
+def proxiqa_workdirs(tmp_path_factory):
+  root = tmp_path_factory.mktemp("proxiqa")
+  for name, lmbda in (("lo", 0.01), ("hi", 0.1)):
+    _proxiqa_checkpoint(root / name, lmbda)
+  images = root / "images"
+  images.mkdir()
+  rng = np.random.default_rng(0)
+  for i in range(2):  # smooth 48x40 images: tiny, and not a multiple of the model's stride
+    grid = rng.integers(0, 256, size=(6, 5, 3))
+    Image.fromarray(np.kron(grid, np.ones((8, 8, 1))).astype(np.uint8)).save(images / f"im{i}.png")
+  return root
+
+
+def test_eval_prints_a_table_and_writes_json(capsys, proxiqa_workdirs):
+  wd = proxiqa_workdirs / "lo"
+  assert cli.main(["eval", "--workdir", str(wd), "--data", str(proxiqa_workdirs / "images"), "--max_images", "2"]) == 0
+  out = capsys.readouterr().out.splitlines()
+  header = next(ln for ln in out if ln.startswith("image ")).split()
+  for col in ("bpp", "est", "gap", "PSNR", "PSNR-YUV", "SSIM", "MS-SSIM", "enc", "dec", "JPEG"):
+    assert col in header, header
+  res = json.loads((wd / "eval" / "images.json").read_text())
+  assert res["num_images"] == 2 and sorted(r["name"] for r in res["images"]) == ["im0.png", "im1.png"]
+  mean = next(ln for ln in out if ln.startswith("mean")).split()
+  assert float(mean[1]) == pytest.approx(res["bpp"], abs=1e-4)
+  for r in res["images"]:
+    assert r["bpp"] == pytest.approx(8 * r["bytes"] / (48 * 40))
+    assert r["estimated_bpp"] > 0 and r["rate_gap"] == pytest.approx((8 * r["bytes"] - r["estimated_bits"])
+                                                                     / r["estimated_bits"])
+    assert r["ms_ssim"] is None and r["jpeg"]["bytes"] > 0 and r["encode_s"] > 0
+  assert res["bpp"] == pytest.approx(np.mean([r["bpp"] for r in res["images"]]))
+  assert "vmaf" not in res["images"][0] or res["images"][0]["vmaf"] is not None
+  assert not [p for p in (wd / "eval").iterdir() if p.name.startswith(".")]  # atomic write left no temp file
+
+
+def test_rd_writes_curves_tables_and_plots(capsys, proxiqa_workdirs, tmp_path):
+  out_dir = tmp_path / "rd"
+  argv = ["rd", "--workdir", str(proxiqa_workdirs / "lo"), "--workdir", str(proxiqa_workdirs / "hi"), "--data",
+          str(proxiqa_workdirs / "images"), "--out", str(out_dir), "--baselines", "jpeg420"]
+  assert cli.main(argv) == 0
+  out = capsys.readouterr().out
+  assert "BD against 'proxiqa tiny'" in out and "| jpeg420 |" in out
+  curve = json.loads((out_dir / "proxiqa_tiny.json").read_text())  # CompressAI's results layout
+  assert curve["name"] == "proxiqa tiny" and sorted(curve["params"]) == [0.01, 0.1]
+  assert len(curve["results"]["bpp"]) == 2 and len(curve["results"]["psnr-rgb"]) == 2
+  for name in ("rd_points.csv", "rd_per_image.csv", "bd_rate.csv", "bd_rate.md", "rd_psnr-rgb.png",
+               "rd_ssim-rgb.png", "jpeg420.json"):
+    assert (out_dir / name).exists(), name
+  rows = (out_dir / "rd_points.csv").read_text().splitlines()
+  assert rows[0].startswith("name,param,bpp") and sum(r.startswith("proxiqa tiny,") for r in rows) == 2
+
+
+def test_rd_and_multi_workdir_errors(capsys, proxiqa_workdirs, tmp_path):
+  lo, hi, images = (str(proxiqa_workdirs / n) for n in ("lo", "hi", "images"))
+  _error(capsys, ["eval", "--workdir", lo, "--workdir", hi, "--data", images],
+         "--workdir is given 2 times; only `jaxcomp rd` takes several")
+  _error(capsys, ["rd", "--workdir", lo, "--data", images], "rd needs --out OUTDIR")
+  _error(capsys, ["rd", "--workdir", lo, "--workdir", lo, "--data", images, "--out", str(tmp_path / "o"),
+                  "--baselines", ""], "same point (0.01) of curve 'proxiqa tiny'")
+  _error(capsys, ["rd", "--workdir", lo, "--data", images, "--out", str(tmp_path / "o"), "--baselines", "gif"],
+         "codec='gif': unknown baseline")
+  _error(capsys, ["rd", "--workdir", lo, "--data", images, "--out", str(tmp_path / "o"), "--step", "1"],
+         "--step is not supported")
+  assert not (tmp_path / "o").exists()
 
 
 def test_compress_errors_leave_no_output(capsys, toy_workdir, tmp_path):

@@ -6,9 +6,11 @@
 
 Learned methods pass their curves in as the same `RDCurve`: `learned_rd_curve(images, {lmbda: codec, ...}, name)`
 measures `Codec.compress` / `decompress` like the baselines; `curve_from_results` wraps means computed elsewhere;
-`load_results` reads a CompressAI results JSON to overlay published curves.
+`load_results` reads a CompressAI results JSON to overlay published curves. One codec in detail (real bpp against
+the entropy model's estimate, quality, timing, JPEG at the same rate): `evaluate_codec(codec, images)`, `eval_table`.
 """
 
+from jaxcomp.evaluation.codec_eval import eval_table, evaluate_codec
 from jaxcomp.evaluation.codecs import BASELINES, Baseline, get_baseline
 from jaxcomp.evaluation.rd import (
     DISTORTION_KEYS,
@@ -36,7 +38,7 @@ from jaxcomp.evaluation.report import (
 
 __all__ = [
     "BASELINES", "Baseline", "Codec", "DISTORTION_KEYS", "RDCurve", "RESULT_KEYS", "codec_rd_curve",
-    "curve_from_results", "curve_to_json", "format_table", "get_baseline", "image_quality", "interpolate_at",
+    "curve_from_results", "curve_to_json", "eval_table", "evaluate_codec", "format_table", "get_baseline", "image_quality", "interpolate_at",
     "learned_rd_curve", "load_images", "load_results", "measure", "plot_rd", "points_rows", "rd_curve_from_points",
     "rd_table", "write_results",
 ]

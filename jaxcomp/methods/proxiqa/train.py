@@ -12,7 +12,9 @@ between the two jitted steps: `vmaf` (ffmpeg + libvmaf) or any `"module:function
 `[B, H, W, 3]` in [0, 1] and returning `[B]` scores; it need not be differentiable (that is the point of the method).
 
 The two networks are two `TrainState`s (`{"codec": ..., "proxy": ...}`), each with its own optimizer, checkpointed
-together with the data iterator (exact resume).
+together with the data iterator (exact resume). Every checkpoint also holds `"tables"`: the codec's integer coding
+tables (`jaxcomp.entropy.codec.finalize` of the saved parameters, bottleneck tables padded to a fixed width), which
+`build_codec` uses as they are, so a decoder never rebuilds them from floats.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import importlib
 import json
 import pathlib
+import functools
 import shutil
 import subprocess
+import sys
 import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
@@ -33,7 +37,9 @@ from flax import traverse_util
 
 from jaxcomp import data, metrics, parallel, train
 from jaxcomp.entropy import rate_bits
-from jaxcomp.errors import ConfigError, DataError
+from jaxcomp.entropy import codec as codec_lib
+from jaxcomp.entropy import tables as tables_lib
+from jaxcomp.errors import CheckpointError, ConfigError, DataError
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
 
@@ -78,6 +84,18 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
       frames = json.loads(log.read_text())["frames"]
       scores.append(frames[0]["metrics"]["vmaf"])
   return np.asarray(scores, np.float32)
+
+
+@functools.cache
+def vmaf_available() -> bool:
+  """True when `ffmpeg` is on PATH and was built with the libvmaf filter (what `vmaf_scores` needs)."""
+  if shutil.which("ffmpeg") is None:
+    return False
+  try:
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60).stdout
+  except (OSError, subprocess.SubprocessError):
+    return False
+  return "libvmaf" in out
 
 
 def host_metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -155,6 +173,22 @@ def init_state(config) -> dict:
     variables = jax.jit(lambda k: proxy.init(k, x0, x0))(k_proxy)
     states["proxy"] = train.TrainState.from_variables(variables, tx=proxy_tx(config), rng=k_pstate)
   return jax.device_get(states)
+
+
+TABLE_SYMBOLS = 2047
+"""Largest bottleneck table stored in a checkpoint (values beyond take the lossless escape path). Fixed, because a
+checkpoint item must keep one shape for resumes: `cdf` is always `[M, TABLE_SYMBOLS + 2]`."""
+
+
+def coding_tables(config, codec_params) -> dict:
+  """The integer coding tables of the codec with `codec_params` (`finalize`), in the fixed checkpoint shape."""
+  tables = codec_lib.finalize(build_model(config), {"params": codec_params}, max_symbols=TABLE_SYMBOLS)
+  tables["entropy_bottleneck"] = tables_lib.pad_tables(tables["entropy_bottleneck"], TABLE_SYMBOLS + 2)
+  return tables
+
+
+def _warn(text: str) -> None:
+  print(f"jaxcomp: warning: {text}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -273,12 +307,29 @@ def train_and_evaluate(config, workdir: str) -> None:
   data_iter = iter(make_train_loader(config))
   ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
                             best_metric=config.best_metric or None, best_mode=config.best_mode)
-  host_state, start = ckpt.restore_or_init(init_state(config), data_iter)
+  template = init_state(config)
+  try:
+    host_state, start = ckpt.restore_or_init(dict(template, tables=coding_tables(config, template["codec"].params)),
+                                             data_iter)
+  except CheckpointError as e:
+    if "'tables/" not in str(e):
+      raise
+    # A checkpoint written before the tables were stored: resume it; the next save adds them.
+    _warn("resuming a checkpoint without stored coding tables; they are stored from the next checkpoint on")
+    host_state, start = ckpt.restore_or_init(template, data_iter)
+  host_state = {k: v for k, v in host_state.items() if k != "tables"}  # derived from the params at each save
   states = parallel.replicate(host_state, backend)
   logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
                              images_per_step=config.global_batch_size, main_metric="loss")
   schedule = _schedule(config, config.learning_rate)
   step, scalars = start, None
+
+  def save(step, force=False):
+    if not (force or ckpt.should_save(step)) or ckpt.latest_step == step:
+      return
+    host = parallel.unreplicate(states)
+    ckpt.save(step, dict(host, tables=coding_tables(config, host["codec"].params)), data_iter, scalars, force=True)
+
   with train.PreemptionGuard() as guard, logger:
     try:
       for step in range(start + 1, config.steps + 1):
@@ -287,12 +338,12 @@ def train_and_evaluate(config, workdir: str) -> None:
         train.check_finite(step, scalars, last_good_step=ckpt.latest_step)
         if step % config.log_every == 0 or step == config.steps:
           logger.log(step, {**scalars, "learning_rate": train.learning_rate(schedule, step - 1)})
-        ckpt.save(step, parallel.unreplicate(states), data_iter, scalars)
+        save(step)
         if guard.should_stop():
           logger.message(f"stopping at step {step} on {guard.requested}: saving a checkpoint")
           break
       if step > start:
-        ckpt.save(step, parallel.unreplicate(states), data_iter, scalars, force=True)
+        save(step, force=True)
     finally:
       ckpt.close()
   if step >= config.steps and config.eval_data:
@@ -305,44 +356,54 @@ def train_and_evaluate(config, workdir: str) -> None:
 
 
 def build_codec(config, state):
-  """A `jaxcomp.entropy.codec.Codec` (real bitstreams) from `load_for_eval`'s state (`state["codec"]["params"]`)."""
-  from jaxcomp.entropy import codec as codec_lib
+  """A `jaxcomp.entropy.codec.Codec` (real bitstreams) from `load_for_eval`'s state.
+
+  Uses the integer tables stored in the checkpoint (`state["tables"]`). A checkpoint written before they were
+  stored gets them rebuilt from its parameters, with a warning: such files decode only where that rebuild
+  gives the same tables (the model id in each file checks it).
+  """
   model = build_model(config)
   variables = {"params": jax.tree.map(jnp.asarray, state["codec"]["params"])}
-  tables = codec_lib.finalize(model, variables)
+  tables = state.get("tables")
+  if tables is None:
+    _warn("this checkpoint has no stored coding tables (written before they were stored); rebuilding them from "
+          "its parameters, so its files decode only where the rebuild gives the same tables")
+    tables = codec_lib.finalize(model, variables, max_symbols=TABLE_SYMBOLS)
   return codec_lib.Codec(model, variables, tables)
 
 
-def evaluate(config, workdir: str, data_spec: str) -> dict:
-  """Codes every image of `data_spec` to a real file and back: mean bpp (from the byte count), PSNR, SSIM, MS-SSIM.
-
-  Also returns `images`: per-image records `{name, bpp, psnr, ssim, ms_ssim}` (ms_ssim None below 161 px).
-  """
-  _, state = train.load_for_eval(workdir)
-  codec = build_codec(config, state)
+def eval_images(data_spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray]]:
+  """`(name, uint8 [H, W, 3])` pairs of a folder / dataset (`jaxcomp.data.get_source(spec, "all")`)."""
   source = data.get_source(data_spec, "all")
-  n = len(source) if not config.eval_max_images else min(len(source), config.eval_max_images)
+  n = len(source) if not max_images else min(len(source), max_images)
   if n == 0:
     raise DataError(f"no images in {data_spec}")
-  per_image = []
+  out = []
   for i in range(n):
     rec = source[i]
     image = np.asarray(rec["image"])
-    if image.shape[-1] == 1:
-      image = np.repeat(image, 3, axis=-1)
-    blob = codec.compress(image)
-    decoded = codec.decompress(blob)
-    h, w = image.shape[:2]
-    x, y = jnp.asarray(image), jnp.asarray(decoded)
-    big = min(h, w) >= metrics.ms_ssim_min_side()
-    per_image.append({
-        "name": str(rec.get("name", i)), "bpp": 8 * len(blob) / (h * w),
-        "psnr": float(metrics.psnr(x, y, data_range=255.0)), "ssim": float(metrics.ssim(x, y, data_range=255.0)),
-        "ms_ssim": float(metrics.ms_ssim(x, y, data_range=255.0)) if big else None})
-  out = {k: float(np.mean([r[k] for r in per_image])) for k in ("bpp", "psnr", "ssim")}
-  ms = [r["ms_ssim"] for r in per_image if r["ms_ssim"] is not None]
-  out["ms_ssim"] = float(np.mean(ms)) if ms else None
-  out.update(num_images=n, data=str(data_spec), images=per_image)
+    out.append((str(rec.get("name", i)), np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image))
+  return out
+
+
+def _vmaf(original: np.ndarray, decoded: np.ndarray) -> float:
+  return float(vmaf_scores(original[None] / 255.0, decoded[None] / 255.0)[0])
+
+
+def evaluate(config, workdir: str, data_spec: str, *, jpeg: bool = True) -> dict:
+  """Codes every image of `data_spec` to a real file and back (`jaxcomp.evaluation.evaluate_codec`).
+
+  Per image and mean: bpp from the file size, the entropy model's estimate and the relative gap, PSNR (RGB and
+  YUV), SSIM, MS-SSIM (None below 161 px), VMAF when ffmpeg has libvmaf, encode / decode time, and Pillow JPEG
+  4:2:0 at the learned file's rate (`jpeg`). Per-image records are in `images`.
+  """
+  from jaxcomp import evaluation
+  _, state = train.load_for_eval(workdir)
+  codec = build_codec(config, state)
+  images = eval_images(data_spec, config.eval_max_images)
+  extra = {"vmaf": _vmaf} if vmaf_available() else {}
+  out = evaluation.evaluate_codec(codec, images, jpeg=jpeg, extra_metrics=extra)
+  out.update(data=str(data_spec), step=int(np.asarray(state["codec"]["step"])))
   return out
 
 

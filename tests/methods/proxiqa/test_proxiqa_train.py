@@ -3,7 +3,10 @@ proxy learns to track, exact resume, and evaluation through real bitstreams."""
 
 import importlib.util
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import chex
 import jax
@@ -14,7 +17,9 @@ import pytest
 
 import proxiqa_test_metrics
 from jaxcomp import metrics, parallel, train
+from jaxcomp.entropy import codec as codec_lib
 from jaxcomp.entropy import rate_bits
+from jaxcomp.entropy import tables as tables_lib
 from jaxcomp.errors import ConfigError
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as pq
@@ -114,13 +119,18 @@ def test_host_metric_errors_are_config_errors():
     pq.host_metric("no_such_module_xyz:f")
 
 
-def test_resume_is_exact_and_eval_writes_real_files(tmp_path):
+def _trimmed(tables):
+  return {k: tables_lib.trim_tables(t) for k, t in tables.items()}
+
+
+def test_resume_is_exact_and_eval_writes_real_files(tmp_path, monkeypatch):
   c = cfg.get_config("tiny")
   c.eval_data = ""
   pq.train_and_evaluate(c, str(tmp_path / "straight"))
   c1 = cfg.get_config("tiny")
   c1.eval_data, c1.steps = "", 1
   pq.train_and_evaluate(c1, str(tmp_path / "resumed"))
+  _, mid = train.load_for_eval(tmp_path / "resumed")
   pq.train_and_evaluate(c, str(tmp_path / "resumed"))
   _, a = train.load_for_eval(tmp_path / "straight")
   _, b = train.load_for_eval(tmp_path / "resumed")
@@ -128,17 +138,48 @@ def test_resume_is_exact_and_eval_writes_real_files(tmp_path):
   chex.assert_trees_all_equal(a["proxy"]["params"], b["proxy"]["params"])
   assert int(a["codec"]["step"]) == 2
 
+  # Every checkpoint stores finalize() of its own parameters (fixed width), and the tables survive a resume.
+  model = pq.build_model(c)
+  for state in (mid, a, b):
+    assert state["tables"]["entropy_bottleneck"]["cdf"].shape == (c.M, pq.TABLE_SYMBOLS + 2)
+    ref = codec_lib.finalize(model, {"params": jax.tree.map(jnp.asarray, state["codec"]["params"])})
+    chex.assert_trees_all_equal(_trimmed(state["tables"]), ref)
+  chex.assert_trees_all_equal(a["tables"], b["tables"])
+  assert not np.array_equal(mid["tables"]["entropy_bottleneck"]["medians"], b["tables"]["entropy_bottleneck"]["medians"])
+
   res = pq.evaluate(c, str(tmp_path / "straight"), "sample")
   assert res["num_images"] == 1 and res["bpp"] > 0 and np.isfinite(res["psnr"])
-  codec = pq.build_codec(c, a)
+  # The codec is built from the stored tables alone: finalize is never called.
+  with monkeypatch.context() as mp:
+    mp.setattr(codec_lib, "finalize", lambda *a, **k: pytest.fail("build_codec recomputed the tables"))
+    codec = pq.build_codec(c, a)
   from jaxcomp.data import get_source
   image = get_source("sample", "all")[0]["image"]
   blob = codec.compress(image)
-  assert res["images"][0]["bpp"] == pytest.approx(8 * len(blob) / (image.shape[0] * image.shape[1]))
+  rec = res["images"][0]
+  assert rec["bpp"] == pytest.approx(8 * len(blob) / (image.shape[0] * image.shape[1]))
   decoded = codec.decompress(blob)
   chex.assert_shape(decoded, image.shape)
-  np.testing.assert_allclose(res["images"][0]["psnr"], float(metrics.psnr(image, decoded, data_range=255.0)),
-                             rtol=1e-6)
+  x, y = jnp.asarray(image, jnp.float32), jnp.asarray(decoded, jnp.float32)
+  np.testing.assert_allclose(rec["psnr"], float(metrics.psnr(x, y, data_range=255.0)), rtol=1e-5)
+  np.testing.assert_allclose(rec["psnr_yuv"], float(metrics.psnr_yuv(x, y)), rtol=1e-5)
+  np.testing.assert_allclose(rec["ssim"], float(metrics.ssim(x, y, data_range=255.0)), rtol=1e-5)
+  # The estimate is the model's own test-time rate term; file = estimate + header within 1 % (+ coder flush).
+  h, w = image.shape[:2]
+  m = codec.pad_multiple
+  xp = np.pad(image, ((0, -h % m), (0, -w % m), (0, 0)), mode="edge")[None].astype(np.float32) / 255
+  est = float(rate_bits(model.apply({"params": a["codec"]["params"]}, xp, training=False)["likelihoods"]["y"]))
+  np.testing.assert_allclose(rec["estimated_bpp"], est / (h * w), rtol=1e-4)
+  payload = 8 * len(blob) - rec["header_bits"]
+  assert abs(payload - est) <= 0.01 * est + 64, (payload, est)
+  assert rec["payload_gap"] == pytest.approx((payload - est) / est, abs=1e-6)
+  # JPEG 4:2:0 at the learned file's rate, scored like the learned image.
+  from jaxcomp.data import transforms
+  jpeg_img, jpeg_bytes = transforms.jpeg(image, rec["jpeg"]["quality"], "4:2:0")
+  assert rec["jpeg"]["bytes"] == jpeg_bytes
+  assert rec["jpeg"]["quality"] == 1 or jpeg_bytes <= len(blob)
+  np.testing.assert_allclose(rec["jpeg"]["psnr"], float(metrics.psnr(x, jnp.asarray(jpeg_img, jnp.float32))),
+                             rtol=1e-5)
 
   # RD report with a baseline, on one small crop
   crop = np.ascontiguousarray(image[:64, :64])
@@ -149,3 +190,42 @@ def test_resume_is_exact_and_eval_writes_real_files(tmp_path):
   # the learned point's bpp is the real file size
   assert curve["results"]["bpp"][0] == pytest.approx(8 * len(codec.compress(crop)) / 64 ** 2)
   assert (tmp_path / "rd" / "bd_rate.md").exists()
+
+  # A file written here decodes identically in a fresh process under another XLA configuration (1 device,
+  # single-threaded Eigen) that reads the same checkpoint through the CLI.
+  (tmp_path / "in.jxc").write_bytes(blob)
+  root = str(pathlib.Path(__file__).resolve().parents[3])
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+             XLA_FLAGS="--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false "
+                       "intra_op_parallelism_threads=1")
+  r = subprocess.run([sys.executable, "-m", "jaxcomp.cli", "decompress", "--workdir", str(tmp_path / "straight"),
+                      str(tmp_path / "in.jxc"), str(tmp_path / "out.png")], env=env, capture_output=True, text=True,
+                     timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  from PIL import Image
+  np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), decoded)
+
+
+def test_checkpoint_without_tables_still_evaluates_and_resumes(tmp_path, capsys):
+  """Checkpoints written before the tables were stored: eval rebuilds them (one warning line); training resumes
+  and stores them from the next checkpoint on."""
+  c = cfg.get_config("tiny")
+  c.eval_data = ""
+  host = pq.init_state(c)
+  with train.Checkpointer(tmp_path, c, every=1) as ck:  # what the loop wrote before tables were stored
+    ck.save(1, host, iter(pq.make_train_loader(c)), force=True)
+  _, state = train.load_for_eval(tmp_path)
+  assert "tables" not in state
+  capsys.readouterr()
+  codec = pq.build_codec(c, state)
+  err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+  assert len(err) == 1 and err[0].startswith("jaxcomp: warning:") and "no stored coding tables" in err[0]
+  ref = codec_lib.finalize(pq.build_model(c), {"params": jax.tree.map(jnp.asarray, host["codec"].params)})
+  chex.assert_trees_all_equal(codec.tables, _trimmed(ref))
+  image = _images(3, n=1)[0]
+  assert codec.decompress(codec.compress(image)).shape == image.shape
+  pq.train_and_evaluate(c, str(tmp_path))
+  _, state = train.load_for_eval(tmp_path)
+  assert train.latest_step(tmp_path) == 2 and int(state["codec"]["step"]) == 1  # one update after step 1
+  ref = codec_lib.finalize(pq.build_model(c), {"params": jax.tree.map(jnp.asarray, state["codec"]["params"])})
+  chex.assert_trees_all_equal(_trimmed(state["tables"]), ref)
