@@ -55,7 +55,7 @@ def build_model(config: ml_collections.ConfigDict, axis_name: str | None = None)
                     stem_kernels=tuple(m.stem_kernels), stem_strides=tuple(m.stem_strides),
                     num_res_blocks=m.num_res_blocks, down_features=tuple(m.down_features),
                     down_kernel=m.down_kernel, final_kernel=m.final_kernel, subpix_kernel=m.subpix_kernel,
-                    bn_axis_name=axis_name)
+                    bn_axis_name=axis_name, remat=m.get("remat", False))  # absent in older checkpoints
 
 
 def center_crops(source, crop: int, limit: int = 0) -> np.ndarray:

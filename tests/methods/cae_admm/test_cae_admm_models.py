@@ -111,6 +111,29 @@ def test_gradient_reaches_encoder_through_quantizer(tiny):
   assert np.isfinite(enc_norm) and enc_norm > 0
 
 
+def test_remat_changes_memory_not_results(tiny):
+  # Rematerialised residual blocks keep the parameter names (checkpoints interchangeable) and give the same loss,
+  # gradients and BatchNorm updates; the remat path must really be taken (its jaxpr holds a checkpoint).
+  model, variables, x = tiny
+  remat = models.CAE(**TINY, remat=True)
+  assert jax.tree.structure(jax.eval_shape(lambda: remat.init({"params": jax.random.key(1)}, x, train=False))) \
+      == jax.tree.structure(variables)
+
+  def loss(m, params):
+    out, upd = m.apply({**variables, "params": params}, x, train=True, rngs={"quantize": jax.random.key(7)},
+                       mutable=["batch_stats"])
+    return jnp.mean(jnp.square(out["x_hat"] - x)) + 1e-3 * jnp.sum(jnp.square(out["z"])), upd
+
+  grad = lambda m: jax.jit(jax.value_and_grad(lambda p: loss(m, p), has_aux=True))(variables["params"])
+  (l0, u0), g0 = grad(model)
+  (l1, u1), g1 = grad(remat)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  chex.assert_trees_all_close(g1, g0, rtol=1e-5, atol=1e-7)
+  chex.assert_trees_all_close(u1, u0, rtol=1e-6, atol=1e-7)
+  jaxpr = str(jax.make_jaxpr(jax.grad(lambda p: loss(remat, p)[0]))(variables["params"]))
+  assert "remat" in jaxpr or "checkpoint" in jaxpr
+
+
 def test_batchnorm_statistics_synchronised_over_named_axis():
   # Under a named axis (as in the data-parallel step) the batch statistics are those of the global batch.
   kw = dict(latent_channels=2, stem_features=(4, 4, 4), num_res_blocks=0, down_features=(4, 4))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcomp import parallel
 from jaxcomp import train as harness
 from jaxcomp.entropy.coder import RangeCoder
 from jaxcomp.methods.cae_admm import admm, train
@@ -159,3 +160,42 @@ def test_anchor_crops_indices_and_vertical_flip():
   flipped = [np.array_equal(o, big[::-1]) for o in outs]
   assert all(f or np.array_equal(o, big) for f, o in zip(flipped, outs))
   assert 60 < sum(flipped) < 140
+
+
+def test_shard_map_step_equals_pmap_step():
+  """The CAE-ADMM step (synchronised BatchNorm, stochastic rounding with per-device keys, ADMM penalty, Adam +
+  plateau) gives the same state and terms through both `jaxcomp.parallel` backends, two steps in a row."""
+  config = _configs().get_config("tiny")
+  n_dev = jax.local_device_count()
+  assert n_dev == 8  # tests/conftest.py: 8 fake CPU devices
+  model, p_model = train.build_model(config), train.build_model(config, "batch")
+  x0 = jnp.zeros((1, 32, 32, 3))
+  variables = jax.jit(lambda k: model.init({"params": k}, x0, train=False))(jax.random.key(0))
+  host = harness.TrainState.from_variables(variables, tx=train.make_optimizer(config, 2), rng=jax.random.PRNGKey(3))
+  rng = np.random.default_rng(0)
+  per = 2
+  batches = []
+  for _ in range(2):
+    img = rng.integers(0, 256, (n_dev, per, 32, 32, 3), np.uint8)
+    batches.append({"image": img, "anchor": img[:, :, ::-1].copy(), "warm": np.zeros((n_dev,), np.float32),
+                    "z": rng.integers(-2, 3, (n_dev, per, 4, 4, 4)).astype(np.float32),
+                    "u": rng.integers(-1, 2, (n_dev, per, 4, 4, 4)).astype(np.float32)})
+  out = {}
+  for backend in ("pmap", "shard_map"):
+    step = parallel.data_parallel(train._make_step(p_model, config, True), backend)
+    state, terms = parallel.replicate(host, backend), []
+    for b in batches:
+      state, t = step(state, parallel.shard(b, backend))
+      terms.append(jax.tree.map(lambda a: np.asarray(a)[0], t))
+    s = parallel.unreplicate(state)
+    out[backend] = ((s.step, s.params, s.opt_state, s.mutable, s.rng), terms)
+  (s_p, t_p), (s_s, t_s) = out["pmap"], out["shard_map"]
+  assert all(t["penalty"] > 0 for t in t_p)  # the ADMM term is part of what is compared
+  assert not np.allclose(s_p[1]["g_a"]["ConvBN_0"]["Conv_0"]["kernel"],
+                         variables["params"]["g_a"]["ConvBN_0"]["Conv_0"]["kernel"])  # the steps trained
+  for a, b in zip(t_p, t_s):
+    assert a.keys() == b.keys()
+    for k in a:
+      np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  for a, b in zip(jax.tree.leaves(s_p), jax.tree.leaves(s_s)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

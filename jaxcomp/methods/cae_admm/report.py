@@ -1,0 +1,197 @@
+"""CAE-ADMM reproduction on an image folder (Kodak): the Table 1 ablation with 95% confidence intervals, and the
+RD plots (SSIM, MS-SSIM vs bpp) against JPEG and JPEG 2000 through `jaxcomp.evaluation`.
+
+  python -m jaxcomp.methods.cae_admm.report --data /work/shared/data/kodak --out docs/cae_admm \\
+      --admm /work/runs/cae/demo_admm --no-admm /work/runs/cae/demo_noadmm \\
+      --rd /work/runs/cae/demo_c4 /work/runs/cae/demo_admm /work/runs/cae/demo_c16
+
+Every CAE number comes from real files: each workdir's codec (`train.build_codec`) compresses and decompresses
+every image inside `evaluation.learned_rd_curve`, so bpp is 8 x file bytes / pixels and the quality is that of the
+decoded image. The zero ratio is that of the integer latent the file codes (`Codec.quantized_latents`).
+
+Table 1 statistics (the paper gives 95% intervals over its 233 test crops): per model, the mean over images with a
+Student-t interval; and, because both models code the same images, the paired interval of the per-image difference
+(ADMM minus no ADMM), which removes the between-image spread that dominates the unpaired intervals. A
+percentile bootstrap of the paired mean difference is given beside it as a check that does not assume normality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pathlib
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from jaxcomp import errors, evaluation, io_utils
+from jaxcomp import train as harness
+from jaxcomp.methods.cae_admm import train
+
+TABLE_KEYS = ("bpp", "zeros", "psnr-rgb", "ssim-rgb", "ms-ssim-rgb")
+# The default sweeps without their top points (beyond 1.5 bpp, far above these CAE models' rates).
+BASELINE_SWEEPS = {"jpeg420": (5, 10, 15, 20, 30, 40, 50, 60, 70, 80),
+                   "jpeg2000": (0.06, 0.1, 0.15, 0.25, 0.375, 0.5, 0.75, 1.0, 1.5)}
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+  """(mean, half-width) of the Student-t confidence interval of the mean of `values` (n >= 2)."""
+  x = np.asarray(values, np.float64)
+  if x.ndim != 1 or len(x) < 2:
+    raise errors.DataError(f"t_interval needs at least 2 values, got shape {x.shape}")
+  half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
+  return float(x.mean()), float(half)
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+  """(mean, half-width) of the t interval of the per-item difference a - b (the same items measured twice)."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape:
+    raise errors.DataError(f"paired_interval: {a.shape} and {b.shape} values are not pairs")
+  return t_interval(a - b, level)
+
+
+def bootstrap_interval(values: Sequence[float], level: float = 0.95, samples: int = 10000,
+                       seed: int = 0) -> tuple[float, float]:
+  """(low, high) percentile-bootstrap interval of the mean of `values`."""
+  x = np.asarray(values, np.float64)
+  if x.ndim != 1 or len(x) < 2:
+    raise errors.DataError(f"bootstrap_interval needs at least 2 values, got shape {x.shape}")
+  rng = np.random.default_rng(seed)
+  means = x[rng.integers(0, len(x), (samples, len(x)))].mean(1)
+  lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+  return float(lo), float(hi)
+
+
+def load_codec(workdir: str | pathlib.Path):
+  """(config, codec) of a trained cae_admm workdir."""
+  config, state = harness.load_for_eval(workdir)
+  if config.get("method") != "cae_admm":
+    raise errors.CheckpointError(f"{workdir}: a {config.get('method')!r} run, not cae_admm")
+  return config, train.build_codec(config, state)
+
+
+def per_image_rows(curve: evaluation.RDCurve, point: int, codec, images) -> list[dict[str, Any]]:
+  """The curve's per-image records at `point`, each with the zero ratio of the latent the file codes."""
+  by_name = dict(images)
+  rows = []
+  for rec in curve.per_image[point]:
+    z_hat = codec.quantized_latents(by_name[rec["image"]])["y_hat"]
+    rows.append({**rec, "zeros": float(np.mean(z_hat == 0))})
+  return rows
+
+
+def table1(admm_rows: Sequence[Mapping[str, Any]], plain_rows: Sequence[Mapping[str, Any]],
+           level: float = 0.95) -> list[dict[str, Any]]:
+  """Table 1 rows: per key, both models' means with t intervals, and the paired difference (t and bootstrap)."""
+  names = [r["image"] for r in admm_rows]
+  if names != [r["image"] for r in plain_rows]:
+    raise errors.DataError("table1: the two models were not measured on the same images in the same order")
+  out = []
+  for key in TABLE_KEYS:
+    a = np.asarray([r[key] for r in admm_rows], np.float64)
+    b = np.asarray([r[key] for r in plain_rows], np.float64)
+    if np.isnan(a).any() or np.isnan(b).any():
+      continue  # MS-SSIM on images below its minimum size
+    ma, ha = t_interval(a, level)
+    mb, hb = t_interval(b, level)
+    md, hd = paired_interval(a, b, level)
+    lo, hi = bootstrap_interval(a - b, level)
+    out.append({"metric": key, "admm": ma, "admm_ci": ha, "no_admm": mb, "no_admm_ci": hb, "diff": md,
+                "diff_ci": hd, "diff_boot_lo": lo, "diff_boot_hi": hi, "images": len(a),
+                "admm_higher": int(np.sum(a > b))})
+  return out
+
+
+def table1_markdown(rows: Sequence[Mapping[str, Any]], level: float = 0.95) -> str:
+  pct = {"zeros"}
+  fmt = lambda k, v: f"{100 * v:.2f} %" if k in pct else (f"{v:.3f}" if k != "psnr-rgb" else f"{v:.2f}")  # noqa
+  pm = lambda k, m, h: f"{fmt(k, m)} ± {fmt(k, h).rstrip(' %')}{' %' if k in pct else ''}"  # noqa: E731
+  n = rows[0]["images"]
+  lines = [f"| metric ({n} images) | ADMM | no ADMM | paired difference ADMM - no ADMM (t) | bootstrap "
+           f"{int(100 * level)}% of the difference | images where ADMM is higher |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  for r in rows:
+    k = r["metric"]
+    lines.append(f"| {k} | {pm(k, r['admm'], r['admm_ci'])} | {pm(k, r['no_admm'], r['no_admm_ci'])} | "
+                 f"{pm(k, r['diff'], r['diff_ci'])} | [{fmt(k, r['diff_boot_lo'])}, {fmt(k, r['diff_boot_hi'])}] | "
+                 f"{r['admm_higher']} / {n} |")
+  return "\n".join(lines)
+
+
+def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
+  cols = list(rows[0].keys())
+  body = [",".join(cols)] + [",".join(f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]) for c in cols)
+                             for r in rows]
+  return "\n".join(body) + "\n"
+
+
+def _warm(codec, images) -> None:
+  """One untimed round trip, so the first measured image's encode/decode time does not include compilation."""
+  codec.decompress(codec.compress(images[0][1]))
+
+
+def baseline_curves(images, out: pathlib.Path, log) -> list[evaluation.RDCurve]:
+  """JPEG 4:2:0 and JPEG 2000 on `images`, kept in `out/baselines` (per-image CSV there) and reused when present."""
+  folder = out / "baselines"
+  files = [folder / f"{evaluation.report.slug(c)}.json" for c in BASELINE_SWEEPS]
+  if all(f.exists() for f in files):
+    log(f"reusing the baseline curves in {folder}")
+    return [evaluation.load_results(f) for f in files]
+  curves = [evaluation.codec_rd_curve(images, c, params, progress=log) for c, params in BASELINE_SWEEPS.items()]
+  evaluation.write_results(curves, folder, anchor=None, plots=False)
+  return curves
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--data", required=True, help="image folder (Kodak)")
+  p.add_argument("--out", required=True, help="folder for the CSV / PNG / markdown outputs")
+  p.add_argument("--admm", help="workdir of the run with ADMM")
+  p.add_argument("--no-admm", help="workdir of the same run without ADMM")
+  p.add_argument("--rd", nargs="*", default=(), help="ADMM workdirs at other rates, one RD point each")
+  p.add_argument("--level", type=float, default=0.95)
+  p.add_argument("--baselines-only", action="store_true", help="measure JPEG / JPEG 2000 into OUT/baselines, stop")
+  args = p.parse_args(argv)
+  log = lambda s: print(s, flush=True)  # noqa: E731
+
+  images = evaluation.load_images(args.data)
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  baselines = baseline_curves(images, out, log)
+  if args.baselines_only:
+    return
+  if not args.admm or not args.no_admm:
+    p.error("--admm and --no-admm are required (unless --baselines-only)")
+  workdirs = list(dict.fromkeys([args.admm, *args.rd]))  # the ADMM run is an RD point too
+  codecs = {}
+  for w in [*workdirs, args.no_admm]:
+    config, codec = load_codec(w)
+    _warm(codec, images)
+    codecs[w] = (f"C={config.model.latent_channels} {pathlib.Path(w).name}", codec)
+
+  admm_curve = evaluation.learned_rd_curve(images, {codecs[w][0]: codecs[w][1] for w in workdirs}, "CAE-ADMM",
+                                           "CAE-ADMM demo models, static per-channel tables, real files",
+                                           progress=log)
+  plain_curve = evaluation.learned_rd_curve(images, {codecs[args.no_admm][0]: codecs[args.no_admm][1]},
+                                            "CAE no ADMM", "the same model and schedule without ADMM", progress=log)
+  point = admm_curve.params.index(codecs[args.admm][0])
+  rows_a = per_image_rows(admm_curve, point, codecs[args.admm][1], images)
+  rows_b = per_image_rows(plain_curve, 0, codecs[args.no_admm][1], images)
+  t1 = table1(rows_a, rows_b, args.level)
+  io_utils.write_text_atomic(out / "table1.csv", _csv(t1))
+  io_utils.write_text_atomic(out / "table1_per_image.csv",
+                             _csv([{"model": m, **{k: r[k] for k in ("image", "num_bytes", *TABLE_KEYS)}}
+                                   for m, rows in (("admm", rows_a), ("no_admm", rows_b)) for r in rows]))
+  md = table1_markdown(t1, args.level)
+  io_utils.write_text_atomic(out / "table1.md", md + "\n")
+  log(md)
+
+  written = evaluation.write_results([*baselines, admm_curve, plain_curve], out, anchor="jpeg420")
+  log(f"wrote {', '.join(sorted(str(v) for v in written.values()))}")
+  log(evaluation.format_table(evaluation.points_rows([admm_curve, plain_curve]), digits=3))
+
+
+if __name__ == "__main__":
+  main()
