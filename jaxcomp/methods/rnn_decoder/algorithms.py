@@ -7,9 +7,10 @@ Each `make_*` returns a `GradientEstimator(init, update)`:
 
 for the same model (`models.step`) and the same objective (eq. 17), so their gradients can be compared
 coordinate by coordinate and fed to any optax optimizer. `batch = {"q": q_BNd, "target": target_BD}`; `aux` holds
-the loss and per-step reconstructions' PSNR. A batch is one K-step refinement episode per example, starting at z_0 = 0,
-so no recurrent quantity survives from one batch to the next and the estimator state only counts updates. The online algorithms expose their per-step recursions too (`rtrl_step`,
-`uoro_step`) for researchers who want to drive them step by step.
+the loss and per-step reconstructions' PSNR. A batch is one K-step refinement episode per example, starting at
+z_0 = 0, so no recurrent quantity survives from one batch to the next and the estimator state only counts updates.
+The online algorithms expose their per-step recursions too (`rtrl_step`, `uoro_step`) for researchers who want to
+drive them step by step.
 
 Memory: BPTT stores the K states for the backward pass (linear in K). RTRL and UORO run the K steps in a
 `lax.scan` whose carry is all they keep (state, influence or rank-one factors, gradient accumulator): memory does
@@ -62,15 +63,18 @@ def _psnr_K(p_KBD: jax.Array, target_BD: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------------------- BPTT
 
 
-def make_bptt(spec: DecoderSpec) -> GradientEstimator:
-  """Backpropagation through time: the K steps as `lax.scan` (models.apply), gradient by reverse mode."""
+def make_bptt(spec: DecoderSpec, batch_size: int | None = None) -> GradientEstimator:
+  """Backpropagation through time: the K steps as `lax.scan` (models.apply), gradient by reverse mode.
+
+  `batch_size`: B of eq. 19 (default: the batch's own size); see `make_estimator`.
+  """
 
   def update(params, batch, state, key=None):
     del key
 
     def objective(p):
       p_KBD = models.apply(spec, p, batch["q"])
-      b = batch["q"].shape[0]
+      b = batch_size or batch["q"].shape[0]
       return jnp.sum(jax.vmap(lambda x: models.step_distortion(spec, x, batch["target"], b))(p_KBD)), p_KBD
 
     (value, p_KBD), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -122,7 +126,7 @@ def rtrl_step(f: Callable, phi_P: jax.Array, trace: RTRLTrace) -> RTRLTrace:
   return RTRLTrace(z_new, immediate + carried)
 
 
-def make_rtrl(spec: DecoderSpec) -> GradientEstimator:
+def make_rtrl(spec: DecoderSpec, batch_size: int | None = None) -> GradientEstimator:
   """Real-time recurrent learning (Williams & Zipser 1989; eqs. 12-14): exact gradient, forward in time.
 
   Per example the influence matrix M_t = dz_t/dphi is carried forward (eq. 14) and each step's loss gradient is
@@ -133,7 +137,7 @@ def make_rtrl(spec: DecoderSpec) -> GradientEstimator:
   def update(params, batch, state, key=None):
     del key
     q_BNd, target_BD = batch["q"], batch["target"]
-    b = q_BNd.shape[0]
+    b = batch_size or q_BNd.shape[0]
     flat_cell, unravel = ravel_pytree(params["cell"])
     num_cell = flat_cell.shape[0]
     e_BH, embed_vjp = jax.vjp(lambda w: models.embed(w, q_BNd), params["embed"])
@@ -216,7 +220,7 @@ def uoro_step(f: Callable, theta: Params, trace: UOROTrace, key: jax.Array, eps:
   return UOROTrace(z_new, z_tilde, theta_tilde)
 
 
-def make_uoro(spec: DecoderSpec, eps: float = 1e-7) -> GradientEstimator:
+def make_uoro(spec: DecoderSpec, eps: float = 1e-7, batch_size: int | None = None) -> GradientEstimator:
   """Unbiased online recurrent optimisation (Tallec & Ollivier 2017; eqs. 15-16).
 
   The batch is treated as one recurrent system (state z_BZ, parameters theta = {W, Theta_s} shared), so one
@@ -230,7 +234,7 @@ def make_uoro(spec: DecoderSpec, eps: float = 1e-7) -> GradientEstimator:
     if key is None:
       raise ConfigError("UORO needs a PRNG key for its random signs: pass key= to update()")
     q_BNd, target_BD = batch["q"], batch["target"]
-    b = q_BNd.shape[0]
+    b = batch_size or q_BNd.shape[0]
     theta = {"embed": params["embed"], "cell": params["cell"]}
 
     def f(th, z_BZ):
@@ -251,7 +255,7 @@ def make_uoro(spec: DecoderSpec, eps: float = 1e-7) -> GradientEstimator:
       return (trace, g_theta, g_ro, total + value), p_BD
 
     dtype = target_BD.dtype
-    carry0 = (uoro_init(spec, theta, b, dtype), jax.tree.map(jnp.zeros_like, theta),
+    carry0 = (uoro_init(spec, theta, q_BNd.shape[0], dtype), jax.tree.map(jnp.zeros_like, theta),
               jax.tree.map(jnp.zeros_like, params["readout"]), jnp.zeros((), dtype))
     keys = jax.random.split(key, spec.num_steps)
     (_, g_theta, g_ro, total), p_KBD = jax.lax.scan(body, carry0, keys)
@@ -319,31 +323,36 @@ def sab_apply(spec: DecoderSpec, params: Params, q_BNd: jax.Array, *, k_att: int
     num_slots = 1
   att = params["sab"]
   mem0 = jnp.zeros((num_slots, *batch, spec.hidden), e_BH.dtype)
+  # Each slot's key m A_m is computed once, when the slot is written, instead of for every slot at every step
+  # (the same function and gradient; at 512 hidden units that product dominated SAB's step time).
+  keys0 = jnp.zeros((num_slots, *batch, att["A_m"].shape[1]), e_BH.dtype)
 
   def body(carry, k):
-    z, mem, filled = carry
+    z, mem, keys, filled = carry
     z = models.step(spec, params["cell"], z, e_BH)
     s = models.hidden_of(spec, z)
     valid = jnp.arange(num_slots) < filled
     pre = s @ att["A_s"] + att["b"]
-    scores = jnp.tanh(pre[None] + mem @ att["A_m"]) @ att["v"]  # [M, B]
+    scores = jnp.tanh(pre[None] + keys) @ att["v"]  # [M, B]
     w = sparse_attention_weights(scores, valid, k_top)
     s = s + jnp.einsum("mb,mbh->bh", w, mem)
     z = models.with_hidden(spec, z, s)
     write = (k % k_att) == 0
     slot = jnp.minimum(filled, num_slots - 1)
     mem = jnp.where(write, jax.lax.dynamic_update_index_in_dim(mem, s, slot, 0), mem)
+    keys = jnp.where(write, jax.lax.dynamic_update_index_in_dim(keys, s @ att["A_m"], slot, 0), keys)
     filled = filled + write.astype(filled.dtype)
     if k_trunc is not None and k_trunc < spec.num_steps:
       z = jnp.where((k % k_trunc) == 0, jax.lax.stop_gradient(z), z)
-    return (z, mem, filled), (models.readout(params["readout"], s), w)
+    return (z, mem, keys, filled), (models.readout(params["readout"], s), w)
 
   steps = jnp.arange(1, spec.num_steps + 1)
-  _, (p_KBD, w_KMB) = jax.lax.scan(body, (z0, mem0, jnp.zeros((), jnp.int32)), steps)
+  _, (p_KBD, w_KMB) = jax.lax.scan(body, (z0, mem0, keys0, jnp.zeros((), jnp.int32)), steps)
   return p_KBD, w_KMB
 
 
-def make_sab(spec: DecoderSpec, k_att: int = 1, k_top: int = 2, k_trunc: int | None = 1) -> GradientEstimator:
+def make_sab(spec: DecoderSpec, k_att: int = 1, k_top: int = 2, k_trunc: int | None = 1,
+             batch_size: int | None = None) -> GradientEstimator:
   """Sparse attentive backtracking (Ke et al. 2018) on the decoder; params must hold a "sab" entry (`init_sab`).
 
   Short episodes: with the paper's K = 4 the memory holds at most K // k_att states (4 with k_att = 1), so top-k
@@ -357,7 +366,7 @@ def make_sab(spec: DecoderSpec, k_att: int = 1, k_top: int = 2, k_trunc: int | N
 
     def objective(p):
       p_KBD, _ = sab_apply(spec, p, batch["q"], k_att=k_att, k_top=k_top, k_trunc=k_trunc)
-      b = batch["q"].shape[0]
+      b = batch_size or batch["q"].shape[0]
       return jnp.sum(jax.vmap(lambda x: models.step_distortion(spec, x, batch["target"], b))(p_KBD)), p_KBD
 
     (value, p_KBD), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -367,7 +376,14 @@ def make_sab(spec: DecoderSpec, k_att: int = 1, k_top: int = 2, k_trunc: int | N
 
 
 def make_estimator(name: str, spec: DecoderSpec, **kwargs: Any) -> GradientEstimator:
-  """`make_bptt` / `make_rtrl` / `make_uoro` / `make_sab` by name (kwargs go to the SAB/UORO makers)."""
+  """`make_bptt` / `make_rtrl` / `make_uoro` / `make_sab` by name (kwargs go to the makers).
+
+  Every maker takes `batch_size`, the B that normalises eq. 19's MSE term. Left at None it is the size of the
+  batch given to `update`. Under data parallelism pass the global batch size and *sum* the shards' gradients:
+  the MAE term (eq. 18, not divided by B) and the MSE term then add up to exactly the single-device gradient of
+  the whole batch, whatever the device count (a per-shard B with a mean over shards would divide the MAE term by
+  the number of devices).
+  """
   makers = {"bptt": make_bptt, "rtrl": make_rtrl, "uoro": make_uoro, "sab": make_sab}
   if name not in makers:
     raise ConfigError(f"unknown learning algorithm {name!r}; expected one of {', '.join(ALGORITHMS)}")

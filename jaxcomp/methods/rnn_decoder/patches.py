@@ -176,13 +176,15 @@ def evaluate_image(decode_fn: Callable[[np.ndarray], np.ndarray], original: np.n
                    bpp: float = 0.37, patch: int = 8, batch_size: int = 4096) -> dict[str, float]:
   """Compresses `original`, decodes it with the network and with the plain codec, and scores both.
 
-  Returns {"bpp": the real rate, "psnr"/"ssim"/"ms_ssim": network vs original, "codec_psnr"/...: plain codec
-  decode vs original, "gain_psnr": network minus codec}.
+  Returns {"bpp": the real rate of the codec file the network decodes, "psnr"/"ssim"/"ms_ssim": network vs
+  original, "codec_psnr"/...: plain codec decode vs original, "vs_codec_psnr"/...: network vs the plain codec
+  decode (how far the refinement moved the image), "gain_psnr": network minus codec against the original}.
   """
   gray = _as_gray_HW(original, "original")
   dec, nbytes = compress(gray, codec, bpp)
   recon = reconstruct(decode_fn, dec, patch, batch_size)
-  net, base = image_metrics(gray, recon), image_metrics(gray, dec)
-  out = {"bpp": 8.0 * nbytes / gray.size, **net, **{f"codec_{k}": v for k, v in base.items()}}
+  net, base, moved = image_metrics(gray, recon), image_metrics(gray, dec), image_metrics(dec, recon)
+  out = {"bpp": 8.0 * nbytes / gray.size, **net, **{f"codec_{k}": v for k, v in base.items()},
+         **{f"vs_codec_{k}": v for k, v in moved.items()}}
   out["gain_psnr"] = out["psnr"] - out["codec_psnr"]
   return out

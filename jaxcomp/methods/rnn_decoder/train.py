@@ -35,13 +35,36 @@ def decoder_spec(config: ml_collections.ConfigDict) -> models.DecoderSpec:
                             alpha=config.alpha)
 
 
-def make_estimator(config: ml_collections.ConfigDict, spec: models.DecoderSpec) -> algorithms.GradientEstimator:
+def make_estimator(config: ml_collections.ConfigDict, spec: models.DecoderSpec,
+                   batch_size: int | None = None) -> algorithms.GradientEstimator:
+  """The config's gradient estimator; `batch_size` is eq. 19's B (the global batch under data parallelism)."""
   if config.algorithm == "sab":
     return algorithms.make_sab(spec, k_att=config.sab.k_att, k_top=config.sab.k_top,
-                               k_trunc=config.sab.k_trunc or None)
+                               k_trunc=config.sab.k_trunc or None, batch_size=batch_size)
   if config.algorithm == "uoro":
-    return algorithms.make_uoro(spec, eps=config.uoro_eps)
-  return algorithms.make_estimator(config.algorithm, spec)
+    return algorithms.make_uoro(spec, eps=config.uoro_eps, batch_size=batch_size)
+  return algorithms.make_estimator(config.algorithm, spec, batch_size=batch_size)
+
+
+def make_grad_fn(config: ml_collections.ConfigDict, spec: models.DecoderSpec):
+  """Per-device `(params, batch_shard, count, key) -> (grads, terms, count)` for `parallel.data_parallel`.
+
+  Each shard's loss is normalised by the global batch size and the shards' gradients are summed, so the result is
+  the single-device gradient of the whole global batch (for UORO: an unbiased estimate of it, each device drawing
+  its own signs from `key`), independent of the device count. `terms` are the whole-batch loss and the batch mean
+  of the per-step PSNRs.
+  """
+  estimator = make_estimator(config, spec, batch_size=config.global_batch_size)
+
+  def grad_fn(params, batch, count, key):
+    grads, aux, est_state = estimator.update(params, batch, algorithms.EstimatorState(count=count),
+                                             parallel.fold_in_device(key))
+    grads, loss = parallel.psum((grads, aux["loss"]))
+    psnr_first, psnr_last = parallel.pmean((aux["psnr_K"][0], aux["psnr_K"][-1]))
+    terms = {"loss": loss, "psnr_step_K": psnr_last, "psnr_step_1": psnr_first, "grad_norm": optax.tree.norm(grads)}
+    return grads, terms, est_state.count
+
+  return grad_fn
 
 
 def init_params(config: ml_collections.ConfigDict, key: jax.Array) -> models.Params:
@@ -58,7 +81,8 @@ def make_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
   """Polynomial decay from `learning_rate` to `lr_end_fraction` of it over `decay_steps` (0: `steps`) (Sec. 3.2)."""
   return optax.polynomial_schedule(init_value=config.learning_rate,
                                    end_value=config.learning_rate * config.lr_end_fraction,
-                                   power=config.lr_power, transition_steps=max(int(config.decay_steps or config.steps), 1))
+                                   power=config.lr_power,
+                                   transition_steps=max(int(config.decay_steps or config.steps), 1))
 
 
 def make_tx(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -169,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
     raise ConfigError(f"unknown algorithm {config.algorithm!r}; expected one of {', '.join(algorithms.ALGORITHMS)}")
   backend = config.parallel
   spec = decoder_spec(config)
-  estimator = make_estimator(config, spec)
+  grad_fn = make_grad_fn(config, spec)
   source, val_examples = build_data(config)
   data_iter = iter(make_loader(config, source))
   ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
@@ -181,12 +205,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
 
   def step_fn(state, batch):
     state, key = state.next_key()
-    est_state = algorithms.EstimatorState(count=state.mutable["estimator"]["count"])
-    grads, aux, est_state = estimator.update(state.params, batch, est_state, parallel.fold_in_device(key))
-    terms = {"loss": aux["loss"], "psnr_step_K": aux["psnr_K"][-1], "psnr_step_1": aux["psnr_K"][0],
-             "grad_norm": optax.tree.norm(grads)}
-    grads, terms = parallel.pmean((grads, terms))
-    return state.apply_gradients(grads, mutable={"estimator": {"count": est_state.count}}), terms
+    grads, terms, count = grad_fn(state.params, batch, state.mutable["estimator"]["count"], key)
+    return state.apply_gradients(grads, mutable={"estimator": {"count": count}}), terms
 
   p_step = parallel.data_parallel(step_fn, backend)
   logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,

@@ -162,8 +162,8 @@ def test_uoro_needs_key():
     est.update(params, batch, est.init(params), None)
 
 
-def _sab_problem(cell, steps=4):
-  spec, params, batch = _problem(cell, hidden=3, steps=steps, batch=2)
+def _sab_problem(cell, steps=4, batch=2):
+  spec, params, batch = _problem(cell, hidden=3, steps=steps, batch=batch)
   params["sab"] = algorithms.init_sab(jax.random.key(7), spec, att_hidden=4, scale=0.8, dtype=jnp.float64)
   return spec, params, batch
 
@@ -236,6 +236,28 @@ def test_sparse_weights_give_no_gradient_to_unselected():
   w = algorithms.sparse_attention_weights(scores, valid, 5)  # k_top >= filled: plain softmax over valid slots
   np.testing.assert_allclose(w[:3, 0], jax.nn.softmax(scores[:3, 0]), rtol=1e-6)
   assert float(w[3, 0]) == 0.0
+
+
+@pytest.mark.parametrize("name", ["rtrl", "sab", "uoro"])  # BPTT: the pmapped train-step test
+def test_shards_with_global_batch_size_sum_to_whole_batch(name):
+  """With batch_size = the whole batch, per-shard gradients and losses add up to the whole batch's (what the
+  data-parallel train step relies on: it sums them over devices). UORO's signs differ between a shard and the
+  whole batch, so only its loss is compared."""
+  spec, params, batch = _sab_problem("gru", steps=3, batch=4) if name == "sab" else _problem("gru", batch=4)
+  key = jax.random.key(3)
+  whole = algorithms.make_estimator(name, spec)
+  part = algorithms.make_estimator(name, spec, batch_size=4)
+
+  @jax.jit
+  def run(p, bt):  # one compiled program for the whole batch and both shards
+    g, aux, _ = whole.update(p, bt, whole.init(p), key)
+    shards = [part.update(p, {k: v[i:i + 2] for k, v in bt.items()}, part.init(p), key) for i in (0, 2)]
+    return g, aux, shards
+
+  g, aux, shards = run(params, batch)
+  np.testing.assert_allclose(sum(float(s[1]["loss"]) for s in shards), aux["loss"], rtol=1e-12)
+  if name != "uoro":
+    assert _rel_err(jax.tree.map(jnp.add, shards[0][0], shards[1][0]), g) < 1e-10
 
 
 def test_estimators_by_name_and_unknown():

@@ -93,5 +93,28 @@ def test_evaluate_image_with_identity_decoder_equals_codec():
   m = patches.evaluate_image(lambda q: q[:, patches.CENTRE], img, codec="jpeg", bpp=0.8, patch=8)
   assert m["bpp"] <= 0.8
   assert m["psnr"] == pytest.approx(m["codec_psnr"]) and m["gain_psnr"] == pytest.approx(0.0, abs=1e-9)
+  assert m["vs_codec_ssim"] == pytest.approx(1.0, abs=1e-5)  # the identity decoder returns the codec's image
   assert np.isnan(m["ms_ssim"])  # 64 px < MS-SSIM's minimum side
   assert 15 < m["psnr"] < 60
+
+
+def test_evaluate_image_whole_image_metrics_against_independent_reference():
+  """A decoder that brightens every pixel by 4/255: each figure recomputed from the stitched image with numpy
+  (PSNR) and the shared metrics on images built here (SSIM, MS-SSIM on a 192x192 image, above its minimum side)."""
+  from jaxcomp.data import transforms
+  rng = np.random.default_rng(5)
+  y, x = np.mgrid[0:192, 0:200]  # 200: not a multiple of 8 (edge padding and crop on the way)
+  img = np.clip(120 + 60 * np.sin(x / 7.0) * np.cos(y / 11.0) + rng.normal(0, 6, x.shape), 0, 250).astype(np.uint8)
+  m = patches.evaluate_image(lambda q: q[:, patches.CENTRE] + 4 / 255.0, img, codec="jpeg", bpp=0.5, patch=8)
+  dec, nbytes = transforms.jpeg_at_bpp(img[..., None], 0.5)
+  dec = dec[..., 0]
+  recon = np.clip(dec.astype(np.int32) + 4, 0, 255)
+  psnr = lambda a, b: 10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b) ** 2))
+  assert m["bpp"] == pytest.approx(8.0 * nbytes / img.size) and 0.3 < m["bpp"] <= 0.5
+  assert m["psnr"] == pytest.approx(psnr(img, recon), abs=1e-3)
+  assert m["codec_psnr"] == pytest.approx(psnr(img, dec), abs=1e-3)
+  assert m["vs_codec_psnr"] == pytest.approx(psnr(dec, recon), abs=1e-3)
+  assert m["gain_psnr"] == pytest.approx(m["psnr"] - m["codec_psnr"])
+  ref = patches.image_metrics(img, recon.astype(np.uint8))
+  assert m["ssim"] == pytest.approx(ref["ssim"]) and m["ms_ssim"] == pytest.approx(ref["ms_ssim"])
+  assert np.isfinite(m["ms_ssim"]) and np.isfinite(m["codec_ms_ssim"]) and m["ms_ssim"] != m["codec_ms_ssim"]
