@@ -216,6 +216,19 @@ def test_sab_truncation_without_memory_is_tbptt1():
   assert _rel_err(ref, g_full) > 1e-3
 
 
+def test_sab_at_one_step_is_plain_bptt():
+  """Degenerate case of the docs: at K = 1 the memory is empty when the only step attends, so SAB with the
+  configs' settings (k_att 1, k_top 2, k_trunc 1) is exactly BPTT of the plain decoder, attention untouched."""
+  spec, params, batch = _sab_problem("lstm", steps=1)
+  est = algorithms.make_sab(spec, k_att=1, k_top=2, k_trunc=1)
+  g, aux, _ = est.update(params, batch, est.init(params), None)
+  plain = {k: v for k, v in params.items() if k != "sab"}
+  g_ref, aux_ref, _ = algorithms.make_bptt(spec).update(plain, batch, algorithms._init(plain), None)
+  np.testing.assert_allclose(aux["loss"], aux_ref["loss"], rtol=1e-14)
+  assert _rel_err({k: v for k, v in g.items() if k != "sab"}, g_ref) < 1e-12
+  np.testing.assert_array_equal(ravel_pytree(g["sab"])[0], 0.0)
+
+
 def test_sab_top_k_selects_k_slots():
   spec, params, batch = _sab_problem("lstm", steps=6)
   _, w_KMB = algorithms.sab_apply(spec, params, batch["q"], k_att=1, k_top=2, k_trunc=2)
