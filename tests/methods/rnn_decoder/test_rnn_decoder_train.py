@@ -120,6 +120,22 @@ def _config(variant):
   return mod.get_config(variant)
 
 
+def test_configs_hold_the_paper_settings():
+  """Sec. 3.2 / 3.1 values, for every cell x algorithm and both codecs; RTRL's hidden size is the one exception."""
+  for cell in ("lstm", "gru", "delta_rnn", "elman", "mlp"):
+    for algorithm in ("bptt", "sab", "uoro", "rtrl"):
+      for suffix, codec, patch in (("", "jpeg", 8), ("_jp2", "jpeg2000", 64)):
+        c = _config(f"{cell}_{algorithm}{suffix}")
+        assert (c.cell, c.algorithm, c.codec, c.patch) == (cell, algorithm, codec, patch)
+        assert c.hidden == (32 if algorithm == "rtrl" else 512)
+        assert (c.init_scale, c.learning_rate, c.clip_norm, c.global_batch_size, c.num_steps, c.alpha) == (
+            0.054, 2e-4, 13.0, 256, 4, 0.235)
+        assert (c.bpp_low, c.bpp_high, c.eval_bpp) == (0.35, 1.02, 0.37) and c.momentum > 0
+  assert _config(None).variant == "default" and _config("default").algorithm == "bptt"
+  with pytest.raises(ValueError, match="lstm_adam"):
+    _config("lstm_adam")
+
+
 def test_data_parallel_gradient_is_the_whole_batch_gradient():
   """The train loop's per-device gradient, pmapped over 8 devices with 2 examples each, equals one device's
   gradient of the whole batch of 16: independent of the device count (eq. 18's MAE is a sum over the batch, so a
