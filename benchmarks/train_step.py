@@ -8,12 +8,14 @@ Both steps do the same work: forward with uniform noise, rate + 255^2 * lambda *
 transforms and Adam on the quantiles (aux loss). Timings are medians after a warm-up; compile time is excluded and
 reported separately. The two implementations are timed alternately (the machine is shared and noisy) and the ratio is
 the figure to quote. PyTorch runs with OMP_WAIT_POLICY=PASSIVE (see /work/shared/notes/performance.md). torch and
-CompressAI are optional: without them only the JAX figures are written.
+CompressAI are optional: without them only the JAX figures are written. The JAX step is timed twice, with XLA's
+default CPU options and with `jaxcomp.nn.cpu_compiler_options()` (convolutions on Eigen instead of YNNPACK).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import pathlib
 import statistics
@@ -32,7 +34,7 @@ from jax import lax  # noqa: E402
 from benchmarks._report import machine_line, write_section  # noqa: E402
 from jaxcomp.entropy import rate_bits  # noqa: E402
 from jaxcomp.methods.proxiqa import models  # noqa: E402
-from jaxcomp.nn import conv_transpose  # noqa: E402
+from jaxcomp.nn import conv_transpose, cpu_compiler_options  # noqa: E402
 
 LMBDA = 0.0067  # CompressAI's lambda for quality 3
 
@@ -46,8 +48,8 @@ def _median_time(fn, steps: int) -> float:
   return statistics.median(ts)
 
 
-def jax_step(batch: int, size: int, transposed: str = "fast"):
-  """A jitted BLS training step; returns (run_once, compile_seconds)."""
+def jax_step(batch: int, size: int, compiler_options: dict | None = None):
+  """A jitted BLS training step, the state donated; returns (run_once, compile_seconds)."""
   model = models.BLS(N=128, M=192, layout="bmshj2018")
   x = jax.random.uniform(jax.random.key(0), (batch, size, size, 3))
   params = jax.jit(lambda k: model.init({"params": k, "noise": k}, x[:1, :64, :64], training=True))(
@@ -62,14 +64,14 @@ def jax_step(batch: int, size: int, transposed: str = "fast"):
     mse = jnp.mean((out["x_hat"] - x) ** 2)
     return LMBDA * 255 ** 2 * mse + bpp + model.apply({"params": p}, method=models.BLS.aux_loss)
 
-  @jax.jit
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(p, opt, x, key):
     g = jax.grad(loss_fn)(p, x, key)
     upd, opt = tx.update(g, opt, p)
     return optax.apply_updates(p, upd), opt
 
   t = time.perf_counter()
-  compiled = step.lower(params, opt, x, jax.random.key(2)).compile()
+  compiled = step.lower(params, opt, x, jax.random.key(2)).compile(compiler_options=compiler_options or {})
   compile_s = time.perf_counter() - t
   state = {"p": params, "opt": opt, "i": 0}
 
@@ -159,28 +161,41 @@ def main() -> None:
         f"speedup {ct['native'] / ct['fast']:.1f}x")
 
   run_jax, compile_s = jax_step(args.batch, args.size)
+  opts = cpu_compiler_options()
+  run_opt, compile_opt = jax_step(args.batch, args.size, opts) if opts else (None, 0.0)
   peer = torch_step(args.batch, args.size)
-  jax_ts, torch_ts = [], []
-  for _ in range(args.steps):  # alternate so both see the same machine load
+  jax_ts, opt_ts, torch_ts = [], [], []
+  for _ in range(args.steps):  # alternate so all see the same machine load
     jax_ts.append(_median_time(run_jax, 1))
+    if run_opt is not None:
+      opt_ts.append(_median_time(run_opt, 1))
     if peer is not None:
       torch_ts.append(_median_time(peer[0], 1))
   tj = statistics.median(jax_ts)
+  to = statistics.median(opt_ts) if opt_ts else None
   n_img = args.batch
   load = os.getloadavg()[0]
   lines = [f"Machine: {machine_line()}, 1-min load average {load:.1f} at the end of the run (other jobs shared "
            f"the cores: compare the alternating rows, not absolute times across runs). Command: `{cmd}`", "",
            "| what | median s/step | images/s |", "| --- | --- | --- |",
            f"| jaxcomp BLS (bmshj2018 layout, N=128, M=192), batch {n_img} of {args.size}^2, Adam + aux "
-           f"(compile {compile_s:.1f} s, excluded) | {tj:.3f} | {n_img / tj:.1f} |"]
+           f"(compile {compile_s:.1f} s, excluded), XLA's default CPU options | {tj:.3f} | {n_img / tj:.1f} |"]
   print(f"jaxcomp BLS: {tj:.3f} s/step, {n_img / tj:.1f} images/s (compile {compile_s:.1f} s)")
+  if to is not None:
+    lines.append(f"| same, `jax.jit(..., compiler_options=jaxcomp.nn.cpu_compiler_options())` (compile "
+                 f"{compile_opt:.1f} s) | {to:.3f} | {n_img / to:.1f} |")
+    print(f"jaxcomp BLS with cpu_compiler_options: {to:.3f} s/step, {n_img / to:.1f} images/s")
   if peer is not None:
     tt = statistics.median(torch_ts)
     lines.append(f"| CompressAI bmshj2018_factorized(quality=3), torch {peer[1]}, OMP_WAIT_POLICY=PASSIVE | "
                  f"{tt:.3f} | {n_img / tt:.1f} |")
-    lines += ["", f"jaxcomp / CompressAI time ratio: **{tj / tt:.2f}** (< 1: jaxcomp faster), "
-              f"medians of {args.steps} alternating steps."]
-    print(f"CompressAI: {tt:.3f} s/step, {n_img / tt:.1f} images/s; ratio jax/torch {tj / tt:.2f}")
+    ratio = f"**{tj / tt:.2f}** with XLA's default options"
+    if to is not None:
+      ratio += f", **{to / tt:.2f}** with `cpu_compiler_options()`"
+    lines += ["", f"jaxcomp / CompressAI time ratio: {ratio} (< 1: jaxcomp faster), medians of {args.steps} "
+              "alternating steps."]
+    print(f"CompressAI: {tt:.3f} s/step, {n_img / tt:.1f} images/s; ratio jax/torch {tj / tt:.2f}"
+          + (f", tuned {to / tt:.2f}" if to is not None else ""))
   else:
     lines += ["", "torch / CompressAI not installed: no peer figure in this run."]
   lines += ["", "Transposed convolution 5x5 stride 2, 8x32x32x128 -> 8x64x64x128, gradient w.r.t. input and kernel "

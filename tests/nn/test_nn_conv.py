@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxcomp.nn import ConvTranspose, conv_transpose, same_upsampling_padding, torch_padding
+from jaxcomp.nn import Conv, ConvTranspose, conv2d, conv_transpose, same_upsampling_padding, torch_padding
 
 # (kernel, strides, padding, input HW): the CompressAI deconv(5, 2), the BLS 9x9/4, stride 1, an asymmetric case, and
 # paddings beyond k - 1 (negative padding in the adjoint strided conv and in the sub-pixel forward).
@@ -84,3 +84,52 @@ def test_second_order_jvp_of_gradient_is_finite():
 def test_bad_padding_string_rejected():
   with pytest.raises(ValueError, match="padding"):
     ConvTranspose(features=2, padding="SAME").init(jax.random.key(0), jnp.zeros((1, 2, 2, 1)))
+
+
+# (kernel, strides, padding, input HW) of the strided conv2d: CompressAI's conv(5, 2) on even and odd sizes, the BLS
+# 9x9/4, stride 1, no padding, asymmetric strides, padding beyond the kernel (a negative adjoint padding) and a
+# kernel smaller than the stride (phases of the input gradient that read nothing).
+CONV_CASES = [
+    (5, (2, 2), ((2, 2), (2, 2)), (8, 9)),
+    (9, (4, 4), ((4, 4), (4, 4)), (13, 16)),
+    (3, (1, 1), ((1, 1), (1, 1)), (5, 4)),
+    (5, (2, 2), ((0, 0), (0, 0)), (9, 10)),
+    (4, (2, 3), ((1, 2), (0, 3)), (7, 8)),
+    (3, (2, 2), ((5, 1), (4, 6)), (6, 7)),
+    (2, (3, 3), ((0, 0), (1, 0)), (7, 8)),
+]
+
+
+@pytest.mark.parametrize("k,strides,padding,hw", CONV_CASES)
+def test_conv2d_forward_and_gradients_match_autodiff(k, strides, padding, hw):
+  kx, kk, kg = jax.random.split(jax.random.key(6), 3)
+  x = jax.random.normal(kx, (2, *hw, 3))
+  kern = jax.random.normal(kk, (k, k, 3, 4)) / k
+  ref = lambda x, k, strides, padding: lax.conv_general_dilated(x, k, strides, padding,
+                                                                 dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = conv2d(x, kern, strides, padding)
+  np.testing.assert_array_equal(y, ref(x, kern, strides, padding))
+  g = jax.random.normal(kg, y.shape)
+  loss = lambda f: (lambda x, k: jnp.sum(f(x, k, strides, padding) * g))
+  dx, dk = jax.grad(loss(conv2d), argnums=(0, 1))(x, kern)
+  dx_ref, dk_ref = jax.grad(loss(ref), argnums=(0, 1))(x, kern)
+  chex.assert_trees_all_equal_shapes((dx, dk), (x, kern))
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_module_equals_flax_conv():
+  x = jax.random.normal(jax.random.key(7), (2, 9, 8, 4))
+  ours = Conv(features=3, kernel_size=5, strides=2)
+  ref = nn.Conv(features=3, kernel_size=(5, 5), strides=(2, 2), padding=((2, 2), (2, 2)))
+  params = ours.init(jax.random.key(8), x)
+  chex.assert_trees_all_equal(params, ref.init(jax.random.key(8), x))  # same names, shapes and initial values
+  params = jax.tree.map(lambda a: a + 0.1, params)
+  y = ours.apply(params, x)
+  chex.assert_shape(y, (2, 5, 4, 3))
+  np.testing.assert_allclose(y, ref.apply(params, x), rtol=1e-6, atol=1e-6)
+  f = lambda mod: (lambda p, x: jnp.sum(jnp.sin(mod.apply(p, x))))
+  chex.assert_trees_all_close(jax.grad(f(ours), argnums=(0, 1))(params, x), jax.grad(f(ref), argnums=(0, 1))(params, x),
+                              rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="Conv: padding"):
+    Conv(features=3, padding="SAME").init(jax.random.key(0), x)

@@ -18,7 +18,8 @@ Layouts of the analysis/synthesis transforms (`layout`):
   conv 5x5 /2 layers with GDN between them, N filters and M latent channels (the BMSHJ model of Table III, and the
   N=128, M=192 model that `benchmarks/train_step.py` compares with CompressAI).
 Transposed convolutions are `jaxcomp.nn.ConvTranspose` (the PyTorch `ConvTranspose2d(k, s, k // 2, s - 1)`
-geometry, exactly `s` times larger) whose kernel gradient is fast on XLA:CPU.
+geometry, exactly `s` times larger) whose kernel gradient is fast on XLA:CPU; strided ones are `jaxcomp.nn.Conv`
+(flax's `nn.Conv` parameters, with a sub-pixel input gradient).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 
 from jaxcomp.entropy import EntropyBottleneck, GaussianConditional
 from jaxcomp.errors import ConfigError
-from jaxcomp.nn import GDN, ConvTranspose
+from jaxcomp.nn import GDN, Conv, ConvTranspose
 
 # One layer: (output features or "N" / "M" / 3, kernel, stride, activation after it: "gdn", "igdn", "relu" or "").
 Layer = tuple[int | str, int, int, str]
@@ -88,8 +89,9 @@ class Transform(nn.Module):
       if self.up and s > 1:
         x = ConvTranspose(feat, kernel_size=k, strides=s, name=f"conv{i}")(x)
       else:
-        # PyTorch/CompressAI `conv(k, s)` = Conv2d(k, s, padding=k // 2): output ceil(H / s) for odd k
-        x = nn.Conv(feat, (k, k), strides=(s, s), padding=((k // 2, k // 2),) * 2, name=f"conv{i}")(x)
+        # PyTorch/CompressAI `conv(k, s)` = Conv2d(k, s, padding=k // 2): output ceil(H / s) for odd k. Same
+        # parameters as flax's nn.Conv; its input gradient is the fast sub-pixel transposed convolution.
+        x = Conv(feat, k, strides=s, padding="SAME_TORCH", name=f"conv{i}")(x)
       if act == "gdn":
         x = GDN(name=f"gdn{i}")(x)
       elif act == "igdn":
