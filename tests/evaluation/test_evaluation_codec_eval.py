@@ -24,8 +24,8 @@ class JpegCodec:
 
 def _images():
   rng = np.random.default_rng(0)
-  return [(f"im{i}", np.kron(rng.integers(0, 256, (6, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8))
-          for i in range(2)] + [("big", np.kron(rng.integers(0, 256, (21, 22, 3)), np.ones((8, 8, 1))).astype(np.uint8))]
+  smooth = lambda h, w: np.kron(rng.integers(0, 256, (h, w, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+  return [("im0", smooth(6, 8)), ("im1", smooth(6, 8)), ("big", smooth(21, 22))]  # big: >= 161 px for MS-SSIM
 
 
 def test_report_against_direct_computation():
