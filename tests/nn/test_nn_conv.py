@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from jaxcomp.nn import conv as conv_mod
 from jaxcomp.nn import Conv, ConvTranspose, conv2d, conv_transpose, same_upsampling_padding, torch_padding
 
 # (kernel, strides, padding, input HW): the CompressAI deconv(5, 2), the BLS 9x9/4, stride 1, an asymmetric case, and
@@ -133,3 +134,17 @@ def test_conv_module_equals_flax_conv():
                               rtol=1e-5, atol=1e-5)
   with pytest.raises(ValueError, match="Conv: padding"):
     Conv(features=3, padding="SAME").init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("per_phase", [True, False])
+@pytest.mark.parametrize("k,strides,padding,hw", CASES + [(3, (2, 2), ((-1, 2), (2, -2)), (4, 5)),
+                                                        (2, (3, 3), ((1, 1), (0, 2)), (4, 4))])
+def test_both_subpixel_forwards_equal_lax(per_phase, k, strides, padding, hw):
+  # Both sub-pixel layouts (chosen by output channel count in conv_transpose), incl. a negative (cropping) padding
+  # and a kernel smaller than the stride.
+  x = jax.random.normal(jax.random.key(9), (2, *hw, 3))
+  kern = jax.random.normal(jax.random.key(10), (k, k, 3, 4)) / k
+  y = conv_mod._forward(x, kern, strides, padding, per_phase=per_phase)
+  y_ref = _ref(x, kern, strides, padding)
+  chex.assert_equal_shape([y, y_ref])
+  np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
