@@ -90,6 +90,10 @@ curves += base
 
 report.write_results(curves, out, anchor="BLS MSE")  # pchip, as rd_report
 rows = rd.rd_table(curves, "BLS MSE", method="cubic")
+with open(out / "bd_rate_cubic.csv", "w", newline="") as f:
+  w = csv.DictWriter(f, fieldnames=list(rows[0]))
+  w.writeheader()
+  w.writerows(rows)
 write_text_atomic(out / "bd_rate_cubic.md", "BD against `BLS MSE` (cubic); BD-rate in %, BD-PSNR in dB.\n\n"
                   + report.format_table(rows) + "\n")
 with open(out / "estimate_vs_file.csv", "w", newline="") as f:
