@@ -21,8 +21,10 @@ crops with 7x7 windows (5 scales with the standard 11x11 window need 161 px); pl
 Expected result (paper, Fig. 2 / Table 1-2): on Kodak, SSIM 0.871 at 0.6 bpp (above JPEG's 0.828 and JPEG 2000's
 0.793 at the same rate), and pruning lowers the rate from 1.68 to 1.26 bpp (zeros in z_hat from 7.8% to 17.7%)
 against the `no_admm` run. Expect those only after the full 300 epochs on a GPU/TPU. On a 2-core CPU, `demo`
-(~3 min) gives on Kodak 0.28 bpp, 21.2 dB, SSIM 0.60 with ADMM against 0.35 bpp, 21.2 dB, SSIM 0.61 with
-`--config.admm.enabled=False` (docs/cae_admm.md).
+(4 min of CPU time) gives on Kodak (real files) 0.29 bpp, 20.8 dB, SSIM 0.58 with ADMM against 0.35 bpp, 21.3 dB,
+SSIM 0.61 with `--config.admm.enabled=False`: less rate and more zeros, but lower quality (docs/cae_admm.md).
+Batch 32 of the default model needs `--config.model.remat=True` on a 24 GiB CPU host (36 GiB of activations
+without it).
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """CAE-ADMM reproduction on an image folder (Kodak): the Table 1 ablation with 95% confidence intervals, and the
 RD plots (SSIM, MS-SSIM vs bpp) against JPEG and JPEG 2000 through `jaxcomp.evaluation`.
 
+  python -m jaxcomp.methods.cae_admm.report --data /work/shared/data/kodak --out docs/cae_admm --baselines-only
   python -m jaxcomp.methods.cae_admm.report --data /work/shared/data/kodak --out docs/cae_admm \\
-      --admm /work/runs/cae/demo_admm --no-admm /work/runs/cae/demo_noadmm \\
-      --rd /work/runs/cae/demo_c4 /work/runs/cae/demo_admm /work/runs/cae/demo_c16
+      --admm /work/runs/cae/demo_c4 /work/runs/cae/demo_admm /work/runs/cae/demo_c16 \\
+      --no-admm /work/runs/cae/demo_noadmm /work/runs/cae/demo_c16_noadmm
 
 Every CAE number comes from real files: each workdir's codec (`train.build_codec`) compresses and decompresses
 every image inside `evaluation.learned_rd_curve`, so bpp is 8 x file bytes / pixels and the quality is that of the
-decoded image. The zero ratio is that of the integer latent the file codes (`Codec.quantized_latents`).
+decoded image. The zero ratio is that of the integer latent the file codes (`Codec.quantized_latents`). Each run is
+one RD point (one latent width); runs with and without ADMM at the same width form a Table 1 pair
+(`table1_c<C>.md`). The baseline curves are measured once (`--baselines-only`) and reused from `OUT/baselines`.
 
 Table 1 statistics (the paper gives 95% intervals over its 233 test crops): per model, the mean over images with a
 Student-t interval; and, because both models code the same images, the paired interval of the per-image difference
@@ -148,9 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--data", required=True, help="image folder (Kodak)")
   p.add_argument("--out", required=True, help="folder for the CSV / PNG / markdown outputs")
-  p.add_argument("--admm", help="workdir of the run with ADMM")
-  p.add_argument("--no-admm", help="workdir of the same run without ADMM")
-  p.add_argument("--rd", nargs="*", default=(), help="ADMM workdirs at other rates, one RD point each")
+  p.add_argument("--admm", nargs="*", default=(), help="workdirs of runs with ADMM, one RD point each")
+  p.add_argument("--no-admm", nargs="*", default=(), help="workdirs of the same runs without ADMM")
   p.add_argument("--level", type=float, default=0.95)
   p.add_argument("--baselines-only", action="store_true", help="measure JPEG / JPEG 2000 into OUT/baselines, stop")
   args = p.parse_args(argv)
@@ -163,34 +165,44 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.baselines_only:
     return
   if not args.admm or not args.no_admm:
-    p.error("--admm and --no-admm are required (unless --baselines-only)")
-  workdirs = list(dict.fromkeys([args.admm, *args.rd]))  # the ADMM run is an RD point too
-  codecs = {}
-  for w in [*workdirs, args.no_admm]:
-    config, codec = load_codec(w)
-    _warm(codec, images)
-    codecs[w] = (f"C={config.model.latent_channels} {pathlib.Path(w).name}", codec)
+    p.error("--admm and --no-admm each need at least one workdir (unless --baselines-only)")
+  models = {}  # (admm?, latent channels) -> (label, codec)
+  for enabled, dirs in ((True, args.admm), (False, args.no_admm)):
+    for w in dirs:
+      config, codec = load_codec(w)
+      key = (enabled, config.model.latent_channels)
+      if bool(config.admm.enabled) != enabled or key in models:
+        raise errors.ConfigError(f"{w}: admm.enabled={config.admm.enabled}, latent_channels="
+                                 f"{config.model.latent_channels}: wrong list or a second run of that kind")
+      _warm(codec, images)
+      models[key] = (f"C={key[1]} {pathlib.Path(w).name}", codec)
 
-  admm_curve = evaluation.learned_rd_curve(images, {codecs[w][0]: codecs[w][1] for w in workdirs}, "CAE-ADMM",
-                                           "CAE-ADMM demo models, static per-channel tables, real files",
-                                           progress=log)
-  plain_curve = evaluation.learned_rd_curve(images, {codecs[args.no_admm][0]: codecs[args.no_admm][1]},
-                                            "CAE no ADMM", "the same model and schedule without ADMM", progress=log)
-  point = admm_curve.params.index(codecs[args.admm][0])
-  rows_a = per_image_rows(admm_curve, point, codecs[args.admm][1], images)
-  rows_b = per_image_rows(plain_curve, 0, codecs[args.no_admm][1], images)
-  t1 = table1(rows_a, rows_b, args.level)
-  io_utils.write_text_atomic(out / "table1.csv", _csv(t1))
-  io_utils.write_text_atomic(out / "table1_per_image.csv",
-                             _csv([{"model": m, **{k: r[k] for k in ("image", "num_bytes", *TABLE_KEYS)}}
-                                   for m, rows in (("admm", rows_a), ("no_admm", rows_b)) for r in rows]))
-  md = table1_markdown(t1, args.level)
-  io_utils.write_text_atomic(out / "table1.md", md + "\n")
-  log(md)
+  curves = {}
+  for enabled, name, desc in ((True, "CAE-ADMM", "CAE-ADMM demo models (static per-channel tables, real files)"),
+                              (False, "CAE no ADMM", "the same models and schedule without ADMM")):
+    points = {label: codec for (e, _), (label, codec) in sorted(models.items()) if e == enabled}
+    curves[enabled] = evaluation.learned_rd_curve(images, points, name, desc, progress=log)
 
-  written = evaluation.write_results([*baselines, admm_curve, plain_curve], out, anchor="jpeg420")
+  per_image = []
+  for (enabled, c), (label, codec) in sorted(models.items()):
+    curve = curves[enabled]
+    rows = per_image_rows(curve, curve.params.index(label), codec, images)
+    per_image += [{"model": label, "admm": int(enabled), "latent_channels": c,
+                   **{k: r[k] for k in ("image", "num_bytes", *TABLE_KEYS)}} for r in rows]
+  io_utils.write_text_atomic(out / "table1_per_image.csv", _csv(per_image))
+  for (enabled, c) in sorted(models):
+    if not enabled or (False, c) not in models:
+      continue
+    pick = lambda e: [r for r in per_image if r["admm"] == e and r["latent_channels"] == c]  # noqa: E731
+    t1 = table1(pick(1), pick(0), args.level)
+    io_utils.write_text_atomic(out / f"table1_c{c}.csv", _csv(t1))
+    md = table1_markdown(t1, args.level)
+    io_utils.write_text_atomic(out / f"table1_c{c}.md", md + "\n")
+    log(f"latent channels {c}: {models[(True, c)][0]} against {models[(False, c)][0]}\n{md}")
+
+  written = evaluation.write_results([*baselines, curves[True], curves[False]], out, anchor="jpeg420")
   log(f"wrote {', '.join(sorted(str(v) for v in written.values()))}")
-  log(evaluation.format_table(evaluation.points_rows([admm_curve, plain_curve]), digits=3))
+  log(evaluation.format_table(evaluation.points_rows([curves[True], curves[False]]), digits=3))
 
 
 if __name__ == "__main__":
