@@ -269,13 +269,14 @@ def psnr_vs_k(args, train, val):
 
 
 def rtrl_scaling(args):
-  """Time of one RTRL step per example versus hidden size n (Elman and LSTM), with fitted exponents.
+  """Time of one RTRL step per example versus hidden size n (Elman and LSTM), measured in alternation.
 
-  Small sizes are dominated by fixed per-call costs (dispatch, loop bookkeeping), not by the n^4 product, so each
-  size runs a vmapped batch of examples chosen to give about `rtrl_macs` multiply-adds per call (at most 256
-  examples), and the time per example is reported; sizes are measured in alternation (`_interleaved`).
-  The carried term (dF/dz) M_{t-1} costs Z * (Z-side width of dF/dz) * P multiply-adds: Elman n * n * (n^2 + 2n),
-  LSTM n * 4n * (4n^2 + 5n) (z = [s, c], only s enters the gate matmul); that is the n^4 of full RTRL.
+  The carried term (dF/dz) M_{t-1} costs Z * (Z-side width of dF/dz) * P multiply-adds ("carried_macs"): Elman
+  n * n * (n^2 + 2n), LSTM n * 4n * (4n^2 + 5n) (z = [s, c], only s enters the gate matmul); that is the n^4 of
+  full RTRL. One example per call by default: repeated calls (`_interleaved` times blocks of them) amortise the
+  fixed per-call cost. `--rtrl-macs` > 0 instead vmaps a batch of examples per call (about that many carried
+  multiply-adds, at most 256 examples); on CPU that was slower per example (the batch's B x Z x P influence
+  matrices leave the cache), see docs/online_learning.md.
   """
   rows, fns, meta = [], {}, {}
   for cell in ("elman", "lstm"):
@@ -287,11 +288,13 @@ def rtrl_scaling(args):
       f = algorithms._recurrent_fn(spec, unravel, flat.shape[0])
       phi = jnp.concatenate([flat, 0.1 * jnp.ones((n,))])
       macs = n * (4 * n if cell == "lstm" else n) * int(phi.shape[0])
-      b = int(min(256, max(1, round(args.rtrl_macs / macs))))
+      b = int(min(256, max(1, round(args.rtrl_macs / macs)))) if args.rtrl_macs > 0 else 1
       trace = algorithms.rtrl_init(spec, phi.shape[0])
-      trace = algorithms.RTRLTrace(jnp.full((b, *trace.z.shape), 0.1),
-                                   jnp.full((b, *trace.influence.shape), 1e-3))
-      fn = jax.jit(jax.vmap(lambda tr, ph=phi, f=f: algorithms.rtrl_step(f, ph, tr)))
+      lead = (b,) if args.rtrl_macs > 0 else ()
+      trace = algorithms.RTRLTrace(jnp.full((*lead, *trace.z.shape), 0.1),
+                                   jnp.full((*lead, *trace.influence.shape), 1e-3))
+      step = lambda tr, ph=phi, f=f: algorithms.rtrl_step(f, ph, tr)
+      fn = jax.jit(jax.vmap(step) if lead else step)
       fns[(cell, n)] = (lambda fn=fn, tr=trace: fn(tr))
       meta[(cell, n)] = {"cell": cell, "hidden": n, "num_params": int(phi.shape[0]), "state": spec.state_size,
                          "carried_macs": macs, "examples_per_call": b}
@@ -313,7 +316,9 @@ def rtrl_fits(rows):
     rs = [r for r in rows if r["cell"] == cell]
     ns, ts = np.log([r["hidden"] for r in rs]), np.log([r["ms_per_example_step"] for r in rs])
     local = np.diff(ts) / np.diff(ns)
+    ms = np.log([r["carried_macs"] for r in rs])
     fits[cell] = {"all": float(np.polyfit(ns, ts, 1)[0]), "upper": float(np.polyfit(ns[-4:], ts[-4:], 1)[0]),
+                  "macs_all": float(np.polyfit(ns, ms, 1)[0]), "macs_upper": float(np.polyfit(ns[-4:], ms[-4:], 1)[0]),
                   "n_all": (rs[0]["hidden"], rs[-1]["hidden"]), "n_upper": (rs[-4]["hidden"], rs[-1]["hidden"]),
                   "local": [float(x) for x in local]}
   return fits
@@ -397,8 +402,9 @@ def _load(value) -> str:
 
 def _report(results, runs, args, data_line):
   """The Markdown section of docs/benchmarks.md, built from the rows of every measurement."""
-  small = [r for r in results["step_time"] if r["hidden"] == args.hidden]
-  big = [r for r in results["step_time"] if r["hidden"] != args.hidden]
+  small_hidden = min(r["hidden"] for r in results["step_time"])  # the rows may come from an earlier run's CSV
+  small = [r for r in results["step_time"] if r["hidden"] == small_hidden]
+  big = [r for r in results["step_time"] if r["hidden"] != small_hidden]
   times = {(r["cell"], r["algorithm"]): r for r in small}
   final = {}
   for r in results["convergence"]:
@@ -426,8 +432,9 @@ def _report(results, runs, args, data_line):
   big_rows = [{**r, "x": f"{r['x_bptt']:.2f} ({r['x_bptt_lo']:.2f}-{r['x_bptt_hi']:.2f})"} for r in big]
   fits = rtrl_fits(results["rtrl_scaling"])
   fit_text = "; ".join(
-      f"{c}: {f['all']:.2f} over n = {f['n_all'][0]}..{f['n_all'][1]}, {f['upper']:.2f} over n = "
-      f"{f['n_upper'][0]}..{f['n_upper'][1]} (neighbouring sizes: {', '.join(f'{x:.1f}' for x in f['local'])})"
+      f"{c}: {f['all']:.2f} over n = {f['n_all'][0]}..{f['n_all'][1]} (carried multiply-adds: {f['macs_all']:.2f}), "
+      f"{f['upper']:.2f} over n = {f['n_upper'][0]}..{f['n_upper'][1]} ({f['macs_upper']:.2f}); between "
+      f"neighbouring sizes {', '.join(f'{x:.1f}' for x in f['local'])}"
       for c, f in fits.items())
   run_lines = "".join(f"- {name}: `{m['command']}`, {m['utc']}, 1-min load {_load(m['load_1min'])}\n"
                       for name, m in runs.items())
@@ -449,7 +456,7 @@ def _report(results, runs, args, data_line):
           + _table(mem_rows, ["algorithm"] + [f"K={k}" for k in (1, 3, 5, 7, 9, 11)])
           + "\nValidation PSNR (dB) of the LSTM trained at each K:\n\n"
           + _table(k_rows, ["algorithm"] + [f"K={k}" for k in (1, 3, 5, 7, 9, 11)])
-          + "\nRTRL step time per example versus hidden size (vmapped batches, measured in alternation):\n\n"
+          + "\nRTRL step time per example versus hidden size (measured in alternation):\n\n"
           + _table(results["rtrl_scaling"], ["cell", "hidden", "num_params", "carried_macs", "examples_per_call",
                                               "ms_per_example_step", "gmacs_per_s"],
                    {"ms_per_example_step": "{:.3f}", "gmacs_per_s": "{:.1f}"})
@@ -472,17 +479,18 @@ def main(argv=None):
   ap.add_argument("--rounds", type=int, default=15, help="alternating timing rounds for the step time")
   ap.add_argument("--block-s", type=float, default=0.05, help="seconds of calls per timed block")
   ap.add_argument("--uoro-draws", type=int, default=200)
-  ap.add_argument("--rtrl-sizes", type=int, nargs="+", default=[32, 48, 64, 96, 128, 192, 256],
+  ap.add_argument("--rtrl-sizes", type=int, nargs="+", default=[32, 64, 96, 128, 192, 256, 320],
                   help="Elman hidden sizes; the LSTM (state 2n) uses half of each")
-  ap.add_argument("--rtrl-rounds", type=int, default=7)
-  ap.add_argument("--rtrl-macs", type=float, default=3e8, help="carried-term multiply-adds per timed call")
+  ap.add_argument("--rtrl-rounds", type=int, default=5)
+  ap.add_argument("--rtrl-macs", type=float, default=0.0,
+                  help="vmap a batch of examples with about this many carried multiply-adds per call (0: one example)")
   ap.add_argument("--report-only", action="store_true",
                   help="measure nothing: rebuild the report and plots from docs/online_learning/*.csv")
   ap.add_argument("--no-report", action="store_true", help="do not write docs/")
   args = ap.parse_args(argv)
   if args.quick:
     args.hidden, args.batch, args.steps, args.eval_every, args.rounds = 8, 16, 10, 5, 3
-    args.big_hidden, args.big_batch, args.rtrl_rounds, args.rtrl_macs = 16, 64, 3, 1e6
+    args.big_hidden, args.big_batch, args.rtrl_rounds = 16, 64, 3
     args.uoro_draws, args.rtrl_sizes = 10, [8, 16, 24, 32]
   if len(args.rtrl_sizes) < 4:
     ap.error("--rtrl-sizes: the exponent fit needs at least four sizes")
