@@ -217,6 +217,20 @@ def _conv2d_bwd(strides, padding, res, g):
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
 
 
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+  return (int(v),) * 2 if isinstance(v, int) else tuple(int(u) for u in v)
+
+
+def _linear_layer(module: nn.Module, x_BHWI: jax.Array, op: Callable) -> jax.Array:
+  """`op(x, kernel) (+ bias)` with the kernel [kh, kw, I, O] and bias [O] parameters of a Conv / ConvTranspose."""
+  kh, kw = _pair(module.kernel_size)
+  kernel = module.param("kernel", module.kernel_init, (kh, kw, x_BHWI.shape[-1], module.features))
+  y = op(x_BHWI, kernel.astype(x_BHWI.dtype))
+  if module.use_bias:
+    y = y + module.param("bias", module.bias_init, (module.features,)).astype(y.dtype)
+  return y
+
+
 class Conv(nn.Module):
   """Drop-in for `flax.linen.Conv` (NHWC, 2-D, explicit symmetric padding; same parameter names, shapes and
   initialisers) whose input gradient uses the sub-pixel transposed convolution (`conv2d`).
@@ -239,19 +253,14 @@ class Conv(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWI: jax.Array) -> jax.Array:
-    kh, kw = (self.kernel_size,) * 2 if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
-    sh, sw = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    (kh, kw), strides = _pair(self.kernel_size), _pair(self.strides)
     if isinstance(self.padding, str):
       if self.padding != "SAME_TORCH":
         raise ValueError(f"Conv: padding must be 'SAME_TORCH' or explicit pairs, got {self.padding!r}")
       padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
     else:
       padding = tuple(tuple(int(v) for v in p) for p in self.padding)
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x_BHWI.shape[-1], self.features))
-    y = conv2d(x_BHWI, kernel.astype(x_BHWI.dtype), (sh, sw), padding)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
-    return y
+    return _linear_layer(self, x_BHWI, lambda x, k: conv2d(x, k, strides, padding))
 
 
 class ConvTranspose(nn.Module):
@@ -276,16 +285,11 @@ class ConvTranspose(nn.Module):
 
   @nn.compact
   def __call__(self, x_BHWI: jax.Array) -> jax.Array:
-    kh, kw = (self.kernel_size,) * 2 if isinstance(self.kernel_size, int) else tuple(self.kernel_size)
-    sh, sw = (self.strides,) * 2 if isinstance(self.strides, int) else tuple(self.strides)
+    (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.strides)
     if isinstance(self.padding, str):
       if self.padding != "SAME_UPSAMPLE":
         raise ValueError(f"ConvTranspose: padding must be 'SAME_UPSAMPLE' or explicit pairs, got {self.padding!r}")
       padding = (same_upsampling_padding(kh, sh), same_upsampling_padding(kw, sw))
     else:
       padding = tuple(tuple(int(v) for v in p) for p in self.padding)
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x_BHWI.shape[-1], self.features))
-    y = conv_transpose(x_BHWI, kernel.astype(x_BHWI.dtype), (sh, sw), padding)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
-    return y
+    return _linear_layer(self, x_BHWI, lambda x, k: conv_transpose(x, k, (sh, sw), padding))
