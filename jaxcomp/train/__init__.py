@@ -4,15 +4,16 @@
   Checkpointer                 orbax checkpoints: state + config + grain iterator, keep-last-K + best (checkpoint.py)
   PreemptionGuard, check_finite, TrainLogger   SIGTERM/SIGINT, NaN guard, jsonl/TensorBoard/tqdm (loop.py)
   load_for_eval, load_config   config and parameters from a workdir alone (restore.py)
+  init_from                    warm start: parts of a fresh state from another run's checkpoint (restore.py)
 """
 
 from jaxcomp.train.checkpoint import Checkpointer, config_to_dict, saved_config
 from jaxcomp.train.loop import PreemptionGuard, TrainLogger, check_finite, read_metrics, to_host_scalars
-from jaxcomp.train.restore import latest_step, load_config, load_for_eval
+from jaxcomp.train.restore import init_from, latest_step, load_config, load_for_eval
 from jaxcomp.train.state import TrainState, learning_rate
 
 __all__ = [
     "Checkpointer", "PreemptionGuard", "TrainLogger", "TrainState", "check_finite", "config_to_dict",
-    "latest_step", "learning_rate", "load_config", "load_for_eval", "read_metrics", "saved_config",
+    "init_from", "latest_step", "learning_rate", "load_config", "load_for_eval", "read_metrics", "saved_config",
     "to_host_scalars",
 ]

@@ -2,12 +2,13 @@
 
 Used by `jaxcomp eval / compress / decompress`: no model code or fresh state is needed to read a checkpoint, and the
 arrays can then be put on CPU or replicated onto any number of devices (`jaxcomp.parallel.replicate`).
+`init_from` uses the same reader to warm-start a new run from another run's parameters (fine-tuning).
 """
 
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -60,3 +61,48 @@ def load_for_eval(workdir: str | pathlib.Path, step: int | None = None) -> tuple
                                                           config=ocp.args.JsonRestore()))
   config = ml_collections.ConfigDict(dict(restored["config"]))
   return config, jax.tree.map(np.asarray, restored["state"])
+
+
+def _get(tree: PyTree, part: str, where: str) -> PyTree:
+  if isinstance(tree, Mapping):
+    if part not in tree:
+      raise CheckpointError(f"{where} has no '{part}'")
+    return tree[part]
+  if not hasattr(tree, part):
+    raise CheckpointError(f"{where} has no '{part}'")
+  return getattr(tree, part)
+
+
+def _replaced(tree: PyTree, parts: Sequence[str], value: PyTree) -> PyTree:
+  """`tree` with the subtree at `parts` replaced; dicts are copied, flax dataclasses `.replace`d."""
+  if not parts:
+    return value
+  head, rest = parts[0], parts[1:]
+  if isinstance(tree, Mapping):
+    return {**tree, head: _replaced(tree[head], rest, value)}
+  return tree.replace(**{head: _replaced(getattr(tree, head), rest, value)})
+
+
+def init_from(state: PyTree, workdir: str | pathlib.Path, keys: Sequence[str], *,
+              step: int | None = None) -> PyTree:
+  """`state` (a fresh host state) with its subtrees at `keys` taken from the latest (or given) checkpoint of `workdir`.
+
+  A warm start: e.g. `init_from(fresh, "runs/mse", ["codec/params"])` starts a perceptual run from a trained MSE
+  codec while its optimizer states, step counters, PRNG keys and other networks (the proxy) stay fresh. Keys are
+  `/`-separated paths through dicts and TrainState fields. The shapes and dtypes must match leaf by leaf;
+  a missing key or another shape raises CheckpointError naming it (the usual cause: the runs differ in N or M).
+  """
+  _, saved = load_for_eval(workdir, step)
+  for key in keys:
+    parts = [p for p in key.split("/") if p]
+    src, dst = saved, state
+    for i, part in enumerate(parts):
+      src = _get(src, part, f"init_from: checkpoint of {workdir} at '{'/'.join(parts[:i]) or '/'}'")
+      dst = _get(dst, part, f"init_from: this run's state at '{'/'.join(parts[:i]) or '/'}'")
+    _ckpt.compare_shapes({key: src}, {key: dst}, what=f"init_from {workdir}")  # names leaves by full path
+    leaves = dict(jax.tree_util.tree_flatten_with_path(src)[0])
+    by_name = {"/".join(_ckpt._key_name(k) for k in path): leaf for path, leaf in leaves.items()}
+    new = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: np.asarray(by_name["/".join(_ckpt._key_name(k) for k in path)], dtype=leaf.dtype), dst)
+    state = _replaced(state, parts, new)
+  return state

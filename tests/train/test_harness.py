@@ -175,6 +175,31 @@ def test_load_for_eval_from_workdir_alone(tmp_path):
     train.load_for_eval(tmp_path, step=5)
 
 
+def test_init_from_takes_only_the_named_subtrees(tmp_path):
+  trained = jax.device_get(_state(seed=1)).replace(params={"w": np.full(3, 7, np.float32), "b": np.float32(2)})
+  with train.Checkpointer(tmp_path / "mse", _config(), every=1) as ck:
+    ck.save(5, {"codec": trained}, force=True)
+  fresh = jax.device_get({"codec": _state(seed=2), "proxy": _state(seed=3)})
+  got = train.init_from(fresh, tmp_path / "mse", ["codec/params"])
+  np.testing.assert_array_equal(got["codec"].params["w"], 7.0)
+  assert got["codec"].params["b"] == 2.0 and got["codec"].params["w"].dtype == np.float32
+  # everything else stays fresh: optimizer state, step, key, other networks, and the input is not modified
+  chex.assert_trees_all_equal(got["codec"].opt_state, fresh["codec"].opt_state)
+  chex.assert_trees_all_equal(got["codec"].rng, fresh["codec"].rng)
+  chex.assert_trees_all_equal(got["proxy"], fresh["proxy"])
+  np.testing.assert_array_equal(fresh["codec"].params["w"], [0, 1, 2])
+  assert int(got["codec"].step) == 0
+
+  with pytest.raises(CheckpointError, match=r"'codec/params/w' is \(3,\) float32 in the checkpoint but \(4,\)"):
+    train.init_from(jax.device_get({"codec": _state(4)}), tmp_path / "mse", ["codec/params"])
+  with pytest.raises(CheckpointError, match="checkpoint of .* at 'codec' has no 'nope'"):
+    train.init_from(fresh, tmp_path / "mse", ["codec/nope"])
+  with pytest.raises(CheckpointError, match="at '/' has no 'proxy'"):
+    train.init_from(fresh, tmp_path / "mse", ["proxy/params"])
+  with pytest.raises(CheckpointError, match="no checkpoint"):
+    train.init_from(fresh, tmp_path / "missing", ["codec/params"])
+
+
 def _tensorboard_scalars(path):
   """An independent reader of TensorBoard event files: TFRecord framing (u64 length, u32 crc, data, u32 crc) of
   `Event` protos, parsed with tensorboardX's generated proto classes (no TensorFlow)."""

@@ -318,11 +318,16 @@ def train_and_evaluate(config, workdir: str) -> None:
     _warn("resuming a checkpoint without stored coding tables; they are stored from the next checkpoint on")
     host_state, start = ckpt.restore_or_init(template, data_iter)
   host_state = {k: v for k, v in host_state.items() if k != "tables"}  # derived from the params at each save
+  warm = start == 0 and bool(config.init_from)
+  if warm:
+    host_state = train.init_from(host_state, config.init_from, ["codec/params"])
   states = parallel.replicate(host_state, backend)
   logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
                              images_per_step=config.global_batch_size, main_metric="loss")
   schedule = _schedule(config, config.learning_rate)
   step, scalars = start, None
+  if warm:
+    logger.message(f"codec initialised from {config.init_from} (step {train.latest_step(config.init_from)})")
 
   def save(step, force=False):
     if not (force or ckpt.should_save(step)) or ckpt.latest_step == step:

@@ -20,6 +20,7 @@ from jaxcomp import metrics, parallel, train
 from jaxcomp.entropy import codec as codec_lib
 from jaxcomp.entropy import rate_bits
 from jaxcomp.entropy import tables as tables_lib
+from jaxcomp import errors as train_errors
 from jaxcomp.errors import ConfigError
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as pq
@@ -230,3 +231,32 @@ def test_checkpoint_without_tables_still_evaluates_and_resumes(tmp_path, capsys)
   assert train.latest_step(tmp_path) == 2 and int(state["codec"]["step"]) == 1  # one update after step 1
   ref = codec_lib.finalize(pq.build_model(c), {"params": jax.tree.map(jnp.asarray, state["codec"]["params"])})
   chex.assert_trees_all_equal(_trimmed(state["tables"]), ref)
+
+
+def test_init_from_warm_starts_the_codec_only(tmp_path, capsys):
+  """An SSIM_p run initialised from an MSE run starts from its codec parameters, with a fresh proxy and optimizers."""
+  mse = cfg.get_config("tiny")
+  mse.eval_data, mse.loss, mse.metric, mse.alpha, mse.seed = "", "mse", "", 0.0, 5
+  with train.Checkpointer(tmp_path / "mse", mse, every=1) as ck:  # an MSE run's checkpoint at step 2 (other seed)
+    ck.save(2, pq.init_state(mse), force=True)
+  _, src = train.load_for_eval(tmp_path / "mse")
+
+  c = cfg.get_config("tiny")
+  # a learning rate too small to move any float32 parameter: the only change to the codec is the warm start
+  c.eval_data, c.steps, c.init_from = "", 1, str(tmp_path / "mse")
+  c.learning_rate = c.lr_after = c.aux_learning_rate = 1e-30
+  capsys.readouterr()
+  pq.train_and_evaluate(c, str(tmp_path / "ssim_p"))
+  assert f"codec initialised from {tmp_path / 'mse'} (step 2)" in capsys.readouterr().err
+  _, got = train.load_for_eval(tmp_path / "ssim_p")
+  chex.assert_trees_all_close(got["codec"]["params"], src["codec"]["params"], atol=1e-20, rtol=0)
+  assert int(got["codec"]["step"]) == 1 and "proxy" in got and "proxy" not in src
+  fresh = pq.init_state(c)
+  assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(fresh["codec"].params),
+                                                    jax.tree.leaves(got["codec"]["params"])))
+
+  # another model size is refused with the first differing parameter named
+  bad = cfg.get_config("tiny")
+  bad.eval_data, bad.N, bad.init_from = "", 16, str(tmp_path / "mse")
+  with pytest.raises(train_errors.CheckpointError, match=r"init_from .*'codec/params/.*' is"):
+    pq.train_and_evaluate(bad, str(tmp_path / "bad"))
