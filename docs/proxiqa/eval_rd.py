@@ -3,7 +3,8 @@
   python docs/proxiqa/eval_rd.py RUNS_DIR KODAK_DIR OUT_DIR LAMBDA [LAMBDA ...] [--baselines CACHE.pkl]
   python docs/proxiqa/eval_rd.py RUNS_DIR KODAK_DIR OUT_DIR --only ssim_p_0.0130   # one point, cached
 
-RUNS_DIR holds one workdir per (loss, lambda), `mse_<lambda>` and `ssim_p_<lambda>` (train_rd.sh). Does what
+RUNS_DIR holds one workdir per (loss, lambda), `mse_<lambda>`, `ssim_p_<lambda>` and optionally `msssim_p_<lambda>`
+(train_rd.sh, or stage 2 of finetune_rd.sh). `--baselines none` leaves the Pillow curves out. Does what
 `jaxcomp.methods.proxiqa.train.rd_report(runs, kodak, out, baselines=("jpeg420", "jpeg2000"), anchor="BLS MSE")`
 does (real files, BD-rates against the MSE curve, plots), keeping the codecs to also write, per model, the entropy
 model's estimate (-sum log2 p of the quantized latents, `Codec.estimated_bits`) against the bytes actually written.
@@ -62,13 +63,15 @@ def point(name, loss, lam):
   return curve, row
 
 
-CURVES = (("BLS MSE", "mse"), ("BLS SSIM_p", "ssim_p"))
+CURVES = (("BLS MSE", "mse"), ("BLS SSIM_p", "ssim_p"), ("BLS MS-SSIM_p", "msssim_p"))
 if a.only:  # one point, cached for the final call (lets finished runs be evaluated while others train)
   loss, lam = a.only.rsplit("_", 1)
   point(dict((l, n) for n, l in CURVES)[loss], loss, lam)
   raise SystemExit(0)
 curves, est_rows = [], []
 for name, loss in CURVES:
+  if loss != "mse" and not all((runs_dir / f"{loss}_{lam}").is_dir() for lam in a.lambdas):
+    continue  # a curve that was not trained (MS-SSIM_p in train_rd.sh)
   pts = [point(name, loss, lam) for lam in a.lambdas]
   est_rows += [r for _, r in pts]
   cs = [c for c, _ in pts]
@@ -77,8 +80,10 @@ for name, loss in CURVES:
                            tuple(c.params[0] for c in cs), tuple(c.per_image[0] for c in cs)))
 print(f"learned curves {time.time() - t0:.0f} s", flush=True)
 
-cache = pathlib.Path(a.baselines) if a.baselines else None
-if cache and cache.is_file():
+cache = pathlib.Path(a.baselines) if a.baselines not in ("", "none") else None
+if a.baselines == "none":
+  base = []
+elif cache and cache.is_file():
   with open(cache, "rb") as f:
     base = pickle.load(f)
 else:
