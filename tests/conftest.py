@@ -50,3 +50,15 @@ def kodak_dir(shared_dir) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def photos_train_dir(shared_dir) -> pathlib.Path:
   return shared_dir / "data" / "photos-train"
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+  """Compile without XLA optimisations for the module (restored after): tests of tiny programs run once or twice,
+  where XLA:CPU's optimisation passes cost more than they save (/work/shared/notes/performance.md). Semantics are
+  unchanged. Opt in per module: `pytestmark = pytest.mark.usefixtures("fast_compile")`."""
+  import jax
+  old = jax.config.read("jax_disable_most_optimizations")
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", old)

@@ -23,13 +23,7 @@ def _toy_importable(monkeypatch):
   monkeypatch.syspath_prepend(str(REPO))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  """Tiny programs, run once: compiling without XLA optimisations is faster overall (restored after)."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
 
 
 def _error(capsys, argv, *fragments):

@@ -16,13 +16,7 @@ NDEV = 8
 PER_DEVICE = 3
 FEATURES = 5
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  """Tiny programs, run once or twice: compiling without XLA optimisations is faster overall (restored after)."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
 
 
 

@@ -17,6 +17,8 @@ from jaxcomp.entropy.codec import Codec, finalize
 from jaxcomp.entropy.models import SCALE_TABLE, GaussianConditional, build_indexes
 from entropy_tiny_models import TinyFactorized, TinyHyperprior, fit_entropy_models, make_image
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
+
 HERE = pathlib.Path(__file__).parent
 
 

@@ -19,13 +19,7 @@ from jaxcomp import train
 from jaxcomp.errors import CheckpointError, TrainingDiverged
 from jaxcomp.train import checkpoint as ckpt_lib
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  """Tiny programs, run once or twice: compiling without XLA optimisations is faster overall (restored after)."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
 
 
 

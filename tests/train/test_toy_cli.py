@@ -29,14 +29,7 @@ def _toy_importable(monkeypatch):
   monkeypatch.syspath_prepend(str(REPO))  # config.method = "tests.toy.method"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast_compile():
-  """XLA:CPU takes seconds to optimise PRNG-heavy init programs; these tests run a few tiny steps, so compiling
-  without optimisations is much faster overall (docs: /work/shared/notes/performance.md). Restored afterwards."""
-  old = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", old)
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
 
 
 def _train(workdir, *overrides, variant="tiny"):

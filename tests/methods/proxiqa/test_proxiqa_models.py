@@ -9,6 +9,8 @@ import pytest
 from jaxcomp.errors import ConfigError
 from jaxcomp.methods.proxiqa import models
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
+
 
 def _count(tree) -> int:
   return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))

@@ -25,6 +25,8 @@ from jaxcomp.errors import ConfigError
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as pq
 
+pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
+
 CONFIG_PATH = pathlib.Path(__file__).resolve().parents[3] / "configs" / "proxiqa.py"
 _spec = importlib.util.spec_from_file_location("proxiqa_config", CONFIG_PATH)
 cfg = importlib.util.module_from_spec(_spec)
