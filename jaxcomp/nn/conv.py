@@ -231,6 +231,15 @@ def _linear_layer(module: nn.Module, x_BHWI: jax.Array, op: Callable) -> jax.Arr
   return y
 
 
+def _explicit_padding(layer: str, padding: str | Padding2D, named: str, same: Callable[[], Padding2D]) -> Padding2D:
+  """A layer's `padding` as explicit ((lo, hi), (lo, hi)) ints: `same()` for its one named convention `named`."""
+  if isinstance(padding, str):
+    if padding != named:
+      raise ValueError(f"{layer}: padding must be {named!r} or explicit pairs, got {padding!r}")
+    return same()
+  return tuple(tuple(int(v) for v in p) for p in padding)
+
+
 class Conv(nn.Module):
   """Drop-in for `flax.linen.Conv` (NHWC, 2-D, explicit symmetric padding; same parameter names, shapes and
   initialisers) whose input gradient uses the sub-pixel transposed convolution (`conv2d`).
@@ -254,12 +263,7 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x_BHWI: jax.Array) -> jax.Array:
     (kh, kw), strides = _pair(self.kernel_size), _pair(self.strides)
-    if isinstance(self.padding, str):
-      if self.padding != "SAME_TORCH":
-        raise ValueError(f"Conv: padding must be 'SAME_TORCH' or explicit pairs, got {self.padding!r}")
-      padding = ((kh // 2, kh // 2), (kw // 2, kw // 2))
-    else:
-      padding = tuple(tuple(int(v) for v in p) for p in self.padding)
+    padding = _explicit_padding("Conv", self.padding, "SAME_TORCH", lambda: ((kh // 2, kh // 2), (kw // 2, kw // 2)))
     return _linear_layer(self, x_BHWI, lambda x, k: conv2d(x, k, strides, padding))
 
 
@@ -286,10 +290,6 @@ class ConvTranspose(nn.Module):
   @nn.compact
   def __call__(self, x_BHWI: jax.Array) -> jax.Array:
     (kh, kw), (sh, sw) = _pair(self.kernel_size), _pair(self.strides)
-    if isinstance(self.padding, str):
-      if self.padding != "SAME_UPSAMPLE":
-        raise ValueError(f"ConvTranspose: padding must be 'SAME_UPSAMPLE' or explicit pairs, got {self.padding!r}")
-      padding = (same_upsampling_padding(kh, sh), same_upsampling_padding(kw, sw))
-    else:
-      padding = tuple(tuple(int(v) for v in p) for p in self.padding)
+    padding = _explicit_padding("ConvTranspose", self.padding, "SAME_UPSAMPLE",
+                                lambda: (same_upsampling_padding(kh, sh), same_upsampling_padding(kw, sw)))
     return _linear_layer(self, x_BHWI, lambda x, k: conv_transpose(x, k, (sh, sw), padding))

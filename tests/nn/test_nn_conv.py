@@ -36,6 +36,16 @@ def test_padding_helpers_match_pytorch_output_size():
   assert same_upsampling_padding(5, 2) == (2, 3)
 
 
+def _assert_gradients_match(f, f_ref, x, kern, strides, padding, g):
+  """Input and kernel gradients of sum(f(x, kern) * g) equal those of the autodiff reference f_ref."""
+  loss = lambda conv: (lambda x, k: jnp.sum(conv(x, k, strides, padding) * g))
+  dx, dk = jax.grad(loss(f), argnums=(0, 1))(x, kern)
+  dx_ref, dk_ref = jax.grad(loss(f_ref), argnums=(0, 1))(x, kern)
+  chex.assert_trees_all_equal_shapes((dx, dk), (x, kern))
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("k,strides,padding,hw", CASES)
 def test_forward_and_gradients_match_autodiff(k, strides, padding, hw):
   kx, kk, kg = jax.random.split(jax.random.key(0), 3)
@@ -46,13 +56,7 @@ def test_forward_and_gradients_match_autodiff(k, strides, padding, hw):
   chex.assert_equal_shape([y, y_ref])
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
 
-  g = jax.random.normal(kg, y.shape)
-  loss = lambda f: (lambda x, k: jnp.sum(f(x, k, strides, padding) * g))
-  dx, dk = jax.grad(loss(conv_transpose), argnums=(0, 1))(x, kern)
-  dx_ref, dk_ref = jax.grad(loss(_ref), argnums=(0, 1))(x, kern)
-  chex.assert_trees_all_equal_shapes((dx, dk), (x, kern))
-  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+  _assert_gradients_match(conv_transpose, _ref, x, kern, strides, padding, jax.random.normal(kg, y.shape))
 
 
 def test_module_equals_flax_conv_transpose_and_doubles_size():
@@ -110,13 +114,7 @@ def test_conv2d_forward_and_gradients_match_autodiff(k, strides, padding, hw):
                                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
   y = conv2d(x, kern, strides, padding)
   np.testing.assert_array_equal(y, ref(x, kern, strides, padding))
-  g = jax.random.normal(kg, y.shape)
-  loss = lambda f: (lambda x, k: jnp.sum(f(x, k, strides, padding) * g))
-  dx, dk = jax.grad(loss(conv2d), argnums=(0, 1))(x, kern)
-  dx_ref, dk_ref = jax.grad(loss(ref), argnums=(0, 1))(x, kern)
-  chex.assert_trees_all_equal_shapes((dx, dk), (x, kern))
-  np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(dk, dk_ref, rtol=1e-5, atol=1e-5)
+  _assert_gradients_match(conv2d, ref, x, kern, strides, padding, jax.random.normal(kg, y.shape))
 
 
 def test_conv_module_equals_flax_conv():
