@@ -40,6 +40,11 @@ def _key_name(k: Any) -> str:
   return str(k)
 
 
+def path_name(path: tuple) -> str:
+  """`"params/dense/kernel"` for a `tree_flatten_with_path` key path (dict keys, dataclass fields, list indices)."""
+  return "/".join(_key_name(k) for k in path)
+
+
 def flat_shapes(tree: PyTree) -> dict[str, tuple[tuple[int, ...], str]]:
   """`{"params/dense/kernel": (shape, dtype)}` for every array leaf; paths are the same for a flax dataclass and
   for the nested dicts orbax stores it as."""
@@ -47,8 +52,7 @@ def flat_shapes(tree: PyTree) -> dict[str, tuple[tuple[int, ...], str]]:
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if leaf is None:
       continue
-    name = "/".join(_key_name(k) for k in path)
-    out[name] = (tuple(np.shape(leaf)), str(np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))))
+    out[path_name(path)] = (tuple(np.shape(leaf)), str(np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))))
   return out
 
 

@@ -100,9 +100,8 @@ def init_from(state: PyTree, workdir: str | pathlib.Path, keys: Sequence[str], *
       src = _get(src, part, f"init_from: checkpoint of {workdir} at '{'/'.join(parts[:i]) or '/'}'")
       dst = _get(dst, part, f"init_from: this run's state at '{'/'.join(parts[:i]) or '/'}'")
     _ckpt.compare_shapes({key: src}, {key: dst}, what=f"init_from {workdir}")  # names leaves by full path
-    leaves = dict(jax.tree_util.tree_flatten_with_path(src)[0])
-    by_name = {"/".join(_ckpt._key_name(k) for k in path): leaf for path, leaf in leaves.items()}
+    by_name = {_ckpt.path_name(path): leaf for path, leaf in jax.tree_util.tree_flatten_with_path(src)[0]}
     new = jax.tree_util.tree_map_with_path(
-        lambda path, leaf: np.asarray(by_name["/".join(_ckpt._key_name(k) for k in path)], dtype=leaf.dtype), dst)
+        lambda path, leaf: np.asarray(by_name[_ckpt.path_name(path)], dtype=leaf.dtype), dst)
     state = _replaced(state, parts, new)
   return state

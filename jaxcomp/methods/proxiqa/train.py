@@ -318,16 +318,17 @@ def train_and_evaluate(config, workdir: str) -> None:
     _warn("resuming a checkpoint without stored coding tables; they are stored from the next checkpoint on")
     host_state, start = ckpt.restore_or_init(template, data_iter)
   host_state = {k: v for k, v in host_state.items() if k != "tables"}  # derived from the params at each save
-  warm = start == 0 and bool(config.init_from)
-  if warm:
-    host_state = train.init_from(host_state, config.init_from, ["codec/params"])
+  warm_step = None  # the step of config.init_from's checkpoint this run starts from
+  if start == 0 and config.init_from:
+    warm_step = train.latest_step(config.init_from)  # None (no checkpoint): init_from raises naming the workdir
+    host_state = train.init_from(host_state, config.init_from, ["codec/params"], step=warm_step)
   states = parallel.replicate(host_state, backend)
   logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
                              images_per_step=config.global_batch_size, main_metric="loss")
   schedule = _schedule(config, config.learning_rate)
   step, scalars = start, None
-  if warm:
-    logger.message(f"codec initialised from {config.init_from} (step {train.latest_step(config.init_from)})")
+  if warm_step is not None:
+    logger.message(f"codec initialised from {config.init_from} (step {warm_step})")
 
   def save(step, force=False):
     if not (force or ckpt.should_save(step)) or ckpt.latest_step == step:
