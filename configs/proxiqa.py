@@ -35,6 +35,9 @@ Not given by the paper, so taken from the public implementations it builds on:
   reduces to the baseline at alpha = 0 and keeps alpha L_p (L_p ~ 0.1 for SSIM) comparable to (1 - alpha) MSE
   (~1e-3), the balance the paper's alpha values imply.
 - the entropy bottleneck's quantile (auxiliary) loss uses Adam at 1e-3 on the `quantiles` only, as CompressAI/TFC.
+Options beyond the paper's main runs: `use_proxy=False` is its Sec. IV-E ablation (eq. 13: the metric itself, same
+alpha, no proxy); `pristine_fraction` (off) mixes pristine pairs (x, x) into the proxy's batch as the authors'
+script does.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.metric = "ms_ssim"
   c.alpha = 3e-3
   c.m_max = 1.0
+  # False: the ablation of Sec. IV-E, eq. 13-14: the metric M itself (differentiable: ssim, ms_ssim) in place of
+  # the ProxIQA network's M_hat, same alpha; no proxy is trained.
+  c.use_proxy = True
+  # Fraction of the proxy's training pairs replaced by pristine pairs (x, x), scored by M like the others. Not in
+  # the paper; the authors' script does it (one of the 8 pairs in half of the batches: 1/16). 0 = the paper.
+  c.pristine_fraction = 0.0
   c.lmbda = LAMBDAS[3]
   c.distortion_scale = 255.0 ** 2
 

@@ -128,6 +128,11 @@ def perceptual(config) -> bool:
   return bool(config.metric)
 
 
+def uses_proxy(config) -> bool:
+  """Whether the codec is trained against the ProxIQA network (eq. 10); False for MSE and for eq. 13."""
+  return perceptual(config) and bool(config.use_proxy)
+
+
 def _schedule(config, lr: float) -> optax.Schedule:
   """lr until `lr_boundary`, then `lr * lr_after / learning_rate` (1e-4 then 1e-5 in the paper)."""
   return optax.piecewise_constant_schedule(lr, {int(config.lr_boundary): config.lr_after / config.learning_rate})
@@ -156,6 +161,11 @@ def _check_config(config) -> None:
     raise ConfigError(f"config.patch_size={config.patch_size} must be a multiple of 8 (three 2x2 pools)")
   if not 0.0 <= config.alpha <= 1.0:
     raise ConfigError(f"config.alpha={config.alpha} must be in [0, 1]")
+  if not 0.0 <= config.pristine_fraction < 1.0:
+    raise ConfigError(f"config.pristine_fraction={config.pristine_fraction} must be in [0, 1)")
+  if perceptual(config) and not config.use_proxy and device_metric(config.metric, config.patch_size) is None:
+    raise ConfigError(f"config.use_proxy=False (eq. 13) needs a differentiable device metric (ssim, ms_ssim), "
+                      f"not config.metric={config.metric!r}")
   n = parallel.device_count()
   if config.global_batch_size % n:
     raise ConfigError(f"config.global_batch_size={config.global_batch_size} does not divide over {n} devices")
@@ -168,7 +178,7 @@ def init_state(config) -> dict:
   x0 = jnp.zeros((1, config.patch_size, config.patch_size, 3))
   init = jax.jit(lambda k, kn: model.init({"params": k, "noise": kn}, x0, training=True))
   states = {"codec": train.TrainState.from_variables(init(k_codec, k_noise), tx=codec_tx(config), rng=k_state)}
-  if perceptual(config):
+  if uses_proxy(config):
     proxy = models.ProxIQANet()
     variables = jax.jit(lambda k: proxy.init(k, x0, x0))(k_proxy)
     states["proxy"] = train.TrainState.from_variables(variables, tx=proxy_tx(config), rng=k_pstate)
@@ -204,7 +214,7 @@ def make_steps(config) -> tuple[Callable, Callable]:
   """
   model = build_model(config)
   proxy = models.ProxIQANet()
-  is_perceptual = perceptual(config)
+  is_perceptual, with_proxy = perceptual(config), uses_proxy(config)
   metric = device_metric(config.metric, config.patch_size) if is_perceptual else None
   scale = config.lmbda * config.distortion_scale
 
@@ -223,11 +233,15 @@ def make_steps(config) -> tuple[Callable, Callable]:
       mse = jnp.mean(jnp.square(x - x_hat))
       terms = {"bpp": bpp, "mse": mse, "psnr": -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))}
       distortion = mse
-      if is_perceptual:
+      if with_proxy:
         m_hat = proxy.apply({"params": jax.lax.stop_gradient(states["proxy"].params)}, x, x_hat)
         proxy_loss = config.m_max - jnp.mean(m_hat)  # eq. 9
         distortion = config.alpha * proxy_loss + (1.0 - config.alpha) * mse
         terms["proxy_loss"] = proxy_loss
+      elif is_perceptual:  # eq. 13-14 (Sec. IV-E): the metric itself in place of the proxy
+        metric_loss = config.m_max - jnp.mean(metric(x, x_hat))
+        distortion = config.alpha * metric_loss + (1.0 - config.alpha) * mse
+        terms.update(metric_loss=metric_loss, metric=config.m_max - metric_loss)
       rd = scale * distortion + bpp
       aux = model.apply({"params": params}, method=type(model).aux_loss)
       terms.update(loss=rd, aux_loss=aux)
@@ -237,7 +251,12 @@ def make_steps(config) -> tuple[Callable, Callable]:
     grads, terms = parallel.pmean((grads, terms))
     new_states = dict(states, codec=codec.apply_gradients(grads))
     x_hat = jax.lax.stop_gradient(x_hat)
-    m = metric(x, x_hat) if metric is not None else jnp.zeros(x.shape[:1], jnp.float32)
+    if with_proxy and config.pristine_fraction > 0:
+      # The authors' script: some pairs of the proxy's batch are (x, x), scored like any other pair (M(x, x) = 1
+      # for SSIM), so the proxy learns that "no distortion" is the best score rather than scoring image content.
+      pristine = jax.random.bernoulli(jax.random.fold_in(key, 1), config.pristine_fraction, x.shape[:1])
+      x_hat = jnp.where(pristine[:, None, None, None], x, x_hat)
+    m = metric(x, x_hat) if with_proxy and metric is not None else jnp.zeros(x.shape[:1], jnp.float32)
     return new_states, x_hat, m, terms
 
   def proxy_step(states, images, x_hat, m):
@@ -267,16 +286,16 @@ class Trainer:
     self.config = config
     self.backend = config.parallel
     codec_step, proxy_step = make_steps(config)
-    self.is_perceptual = perceptual(config)
+    self.with_proxy = uses_proxy(config)  # eq. 13 and MSE runs have no proxy step
     self._codec = parallel.data_parallel(codec_step, self.backend)
     self._proxy = parallel.data_parallel(proxy_step, self.backend)
     self._host_metric = None
-    if self.is_perceptual and device_metric(config.metric, config.patch_size) is None:
+    if self.with_proxy and device_metric(config.metric, config.patch_size) is None:
       self._host_metric = host_metric(config.metric)
 
   def step(self, states, images):
     states, x_hat, m, terms = self._codec(states, images)
-    if not self.is_perceptual:
+    if not self.with_proxy:
       return states, terms
     if self._host_metric is not None:
       xh = np.asarray(jax.device_get(x_hat))

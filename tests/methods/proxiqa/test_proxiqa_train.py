@@ -94,6 +94,69 @@ def test_one_step_equals_the_paper_equations_on_one_device(backend):
   assert int(new["codec"].step) == 1 and int(new["proxy"].step) == 1
 
 
+def test_pristine_pairs_reach_the_proxy_with_their_true_score():
+  # config.pristine_fraction (the authors' script): some (x, x_hat) pairs of the proxy's batch become (x, x), scored
+  # by M like the rest (SSIM(x, x) = 1); the codec's own step is unchanged.
+  c = cfg.get_config("tiny")
+  c.pristine_fraction = 0.5
+  codec_step, _ = pq.make_steps(c)
+  host = pq.init_state(c)
+  images = parallel.shard(_images(0).reshape(8, 1, 32, 32, 3), c.parallel)
+  _, x_hat, m, _ = parallel.data_parallel(codec_step, c.parallel)(parallel.replicate(host, c.parallel), images)
+  x = np.asarray(_images(0), np.float32).reshape(8, 32, 32, 3) / 255.0
+  x_hat, m = np.asarray(x_hat).reshape(8, 32, 32, 3), np.asarray(m).reshape(8)
+  pristine = np.all(np.abs(x_hat - x) < 1e-6, axis=(1, 2, 3))  # XLA may divide by 255 as a product
+  assert 0 < pristine.sum() < 8, pristine  # fixed seed: some of each
+  np.testing.assert_allclose(m[pristine], 1.0, atol=1e-5)
+  assert np.all(m[~pristine] < 0.99)
+  np.testing.assert_allclose(m, np.asarray(metrics.ssim(x, x_hat, data_range=1.0)), rtol=1e-5, atol=1e-6)
+  c.pristine_fraction = 0.0
+  codec_step, _ = pq.make_steps(c)
+  _, x_hat0, _, _ = parallel.data_parallel(codec_step, c.parallel)(parallel.replicate(host, c.parallel), images)
+  assert not np.any(np.all(np.abs(np.asarray(x_hat0).reshape(8, 32, 32, 3) - x) < 1e-6, axis=(1, 2, 3)))
+
+
+def test_eq13_ablation_optimises_the_metric_itself_without_a_proxy():
+  # Sec. IV-E, eq. 13-14: L = lambda [alpha (1 - M) + (1 - alpha) L_d] + L_r with M the true metric (here MS-SSIM)
+  c = cfg.get_config("tiny")
+  c.metric, c.use_proxy, c.patch_size = "ms_ssim", False, 48  # 48 px: 3x3 windows over five scales
+  c.quantizer, c.alpha = "ste", 0.3
+  host = pq.init_state(c)
+  assert set(host) == {"codec"}  # no ProxIQA network to train or checkpoint
+  states = _sgd_states(host)
+  images = _images(0, side=48)
+  new, terms = pq.Trainer(c).step(parallel.replicate(states, c.parallel),
+                                  parallel.shard(images.reshape(8, 1, 48, 48, 3), c.parallel))
+  new = jax.device_get(parallel.unreplicate(new))
+
+  model = pq.build_model(c)
+  x = jnp.asarray(images, jnp.float32) / 255.0
+
+  def codec_loss(params):
+    out = model.apply({"params": params}, x, training=True, quantizer="ste", rngs={"noise": jax.random.key(0)})
+    x_hat = jnp.clip(out["x_hat"], 0, 1)
+    bpp = rate_bits(out["likelihoods"]["y"]) / (8 * 48 * 48)
+    l_ms = 1.0 - jnp.mean(metrics.ms_ssim(x, x_hat, data_range=1.0, win_size=3))  # eq. 14 with MS-SSIM
+    return c.lmbda * 255.0 ** 2 * (c.alpha * l_ms + (1 - c.alpha) * jnp.mean((x - x_hat) ** 2)) + bpp, l_ms
+
+  (loss, l_ms), g_codec = jax.value_and_grad(codec_loss, has_aux=True)(host["codec"].params)
+  applied = jax.tree.map(lambda a, b: a - b, host["codec"].params, new["codec"].params)
+  # the quantiles also get the aux loss's gradient; compare the transforms, which only eq. 13 drives
+  chex.assert_trees_all_close(applied["g_a"], g_codec["g_a"], rtol=2e-3, atol=2e-6)
+  chex.assert_trees_all_close(applied["g_s"], g_codec["g_s"], rtol=2e-3, atol=2e-6)
+  scalars = train.to_host_scalars(terms)
+  np.testing.assert_allclose(scalars["loss"], float(loss), rtol=1e-5)
+  np.testing.assert_allclose(scalars["metric_loss"], float(l_ms), rtol=1e-5)
+  assert "proxy_error" not in scalars
+
+
+def test_eq13_needs_a_differentiable_device_metric():
+  c = cfg.get_config("tiny")
+  c.metric, c.use_proxy = "proxiqa_test_metrics:quantized_error", False
+  with pytest.raises(ConfigError, match="use_proxy=False"):
+    pq.train_and_evaluate(c, "/nonexistent/never-created")
+
+
 def test_non_differentiable_host_metric_is_tracked_by_the_proxy():
   c = cfg.get_config("tiny")
   c.metric = "proxiqa_test_metrics:quantized_error"
