@@ -24,7 +24,8 @@ SSIM_p fine-tunes of each with `--config.init_from`, Kodak): SSIM_p SSIM BD-rate
 the MSE fine-tunes, the paper's direction at about 1/20 of its magnitude.
 
 Hyper-parameters from the paper (Sec. III-B, III-D): alpha = 3e-3 for SSIM / MS-SSIM and 1.5e-3 for VMAF; M_max = 1
-(SSIM, MS-SSIM) or 100 (VMAF); Adam (0.9, 0.999) for both networks at 1e-4 for 2M steps then 1e-5 for 100K steps;
+(VMAF enters as VMAF / 100: alphas of one size imply metrics on one scale, and on 0-100 a fresh proxy's term
+swamps the MSE term; docs/proxiqa.md); Adam (0.9, 0.999) for both networks at 1e-4 for 2M steps then 1e-5 for 100K steps;
 mini-batches of 8 patches of 128x128 (the ProxIQA network's fc layer is 16384 = 64 x 16 x 16 inputs wide).
 Not given by the paper, so taken from the public implementations it builds on:
 - lambda: eight rate points were trained (Sec. IV-A-2) but their lambdas are not listed; `LAMBDAS` is CompressAI's
@@ -52,7 +53,7 @@ LOSSES = {
     "mse": ("", 0.0, 0.0),
     "ssim_p": ("ssim", 3e-3, 1.0),
     "msssim_p": ("ms_ssim", 3e-3, 1.0),
-    "vmaf_p": ("vmaf", 1.5e-3, 100.0),
+    "vmaf_p": ("vmaf", 1.5e-3, 1.0),  # M = VMAF / 100 (train.vmaf_unit), on the scale of SSIM
 }
 MODELS = {
     "bls": "BLS (Balle 2017, 3 layers 9x9/4, 5x5/2, 5x5/2 + GDN, 192 filters, factorized prior)",

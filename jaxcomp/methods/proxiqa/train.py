@@ -20,9 +20,10 @@ tables (`jaxcomp.entropy.codec.finalize` of the saved parameters, bottleneck tab
 from __future__ import annotations
 
 import importlib
-import json
-import pathlib
 import functools
+import json
+import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -71,39 +72,72 @@ def device_metric(name: str, patch_size: int) -> Metric | None:
 
 
 def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
-  """VMAF (Netflix, model vmaf_v0.6.1) of each pair, via `ffmpeg -lavfi libvmaf` on 8-bit PNGs, as the authors did."""
+  """VMAF (Netflix, libvmaf's default model vmaf_v0.6.1) of each pair, via `ffmpeg -lavfi libvmaf` on 8-bit PNGs,
+  one ffmpeg per pair as the authors did (a sequence would mix the pairs through VMAF's motion feature); the pairs
+  run concurrently. Identical images score about 97.4."""
+  exe = ffmpeg_with_vmaf()
+  if exe is None:
+    raise ConfigError(f"VMAF needs an ffmpeg built with libvmaf: {VMAF_HINT}")
+  from concurrent.futures import ThreadPoolExecutor
   from PIL import Image
-  scores = []
-  with tempfile.TemporaryDirectory() as tmp:
-    for i, (a, b) in enumerate(zip(x_BHW3, x_hat_BHW3)):
-      ref, dis, log = (pathlib.Path(tmp) / f"{n}{i}" for n in ("ref.png", "dis.png", "log.json"))
-      Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(ref)
-      Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
-      subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
-                      f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], check=True)
-      frames = json.loads(log.read_text())["frames"]
-      scores.append(frames[0]["metrics"]["vmaf"])
+
+  def one(tmp, i, a, b):
+    ref, dis, log = (pathlib.Path(tmp) / f"{name}{i}{ext}" for name, ext in
+                     (("ref", ".png"), ("dis", ".png"), ("log", ".json")))
+    Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(ref)
+    Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
+    subprocess.run([exe, "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
+                    f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], check=True)
+    return json.loads(log.read_text())["frames"][0]["metrics"]["vmaf"]
+
+  with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    scores = list(pool.map(lambda args: one(tmp, *args), [(i, a, b) for i, (a, b) in
+                                                           enumerate(zip(x_BHW3, x_hat_BHW3))]))
   return np.asarray(scores, np.float32)
 
 
-@functools.cache
-def vmaf_available() -> bool:
-  """True when `ffmpeg` is on PATH and was built with the libvmaf filter (what `vmaf_scores` needs)."""
-  if shutil.which("ffmpeg") is None:
-    return False
+def vmaf_unit(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
+  """VMAF / 100, the training metric M of `vmaf_p`: on the scale of SSIM, as the paper's alphas of one size (3e-3
+  SSIM, 1.5e-3 VMAF) imply; on 0-100 the proxy term outweighs the MSE term 6x and wrecks the codec
+  (docs/proxiqa.md, "VMAF_p")."""
+  return vmaf_scores(x_BHW3, x_hat_BHW3) / 100.0
+
+
+VMAF_HINT = "put one on PATH, or `pip install 'jaxcomp[vmaf]'` (imageio-ffmpeg's static ffmpeg has libvmaf)"
+
+
+def _has_libvmaf(exe: str) -> bool:
   try:
-    out = subprocess.run(["ffmpeg", "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60).stdout
   except (OSError, subprocess.SubprocessError):
     return False
   return "libvmaf" in out
 
 
+@functools.cache
+def ffmpeg_with_vmaf() -> str | None:
+  """An ffmpeg with the libvmaf filter: `ffmpeg` on PATH if it has it, else the static build the `imageio-ffmpeg`
+  package ships (the `vmaf` extra), else None."""
+  candidates = [shutil.which("ffmpeg")]
+  try:
+    import imageio_ffmpeg
+    candidates.append(imageio_ffmpeg.get_ffmpeg_exe())
+  except (ImportError, RuntimeError):  # not installed, or no binary for this platform
+    pass
+  return next((exe for exe in candidates if exe and _has_libvmaf(exe)), None)
+
+
+def vmaf_available() -> bool:
+  """True when an ffmpeg with libvmaf is available (what `vmaf_scores` needs)."""
+  return ffmpeg_with_vmaf() is not None
+
+
 def host_metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
   """A numpy metric computed on the host: "vmaf" or "package.module:function"."""
   if name == "vmaf":
-    if shutil.which("ffmpeg") is None:
-      raise ConfigError("config.metric='vmaf' needs an `ffmpeg` built with libvmaf on PATH; none found")
-    return vmaf_scores
+    if not vmaf_available():
+      raise ConfigError(f"config.metric='vmaf' needs an ffmpeg built with libvmaf, none found: {VMAF_HINT}")
+    return vmaf_unit
   if ":" not in name:
     raise ConfigError(f"config.metric={name!r}: use ssim, ms_ssim, vmaf, or 'module:function' for your own")
   module, fn = name.split(":", 1)

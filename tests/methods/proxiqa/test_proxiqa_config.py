@@ -32,7 +32,7 @@ def test_every_variant_builds_locked(variant):
 
 def test_paper_values():
   c = cfg.get_config("bls_vmaf_p")
-  assert (c.alpha, c.m_max, c.metric) == (1.5e-3, 100.0, "vmaf")
+  assert (c.alpha, c.m_max, c.metric) == (1.5e-3, 1.0, "vmaf")  # M = VMAF / 100
   for v in ("bls_ssim_p", "bmshj_msssim_p"):
     assert cfg.get_config(v).alpha == 3e-3 and cfg.get_config(v).m_max == 1.0
   c = cfg.get_config(None)
