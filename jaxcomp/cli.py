@@ -290,6 +290,7 @@ def cmd_rd(fv: flags.FlagValues, args: list[str]) -> int:
   spec, _ = _data_spec(fv, "rd")
   workdirs = _workdirs(fv)
   from jaxcomp import evaluation
+  from jaxcomp.metrics import vmaf
   from jaxcomp.data import get_source
   from jaxcomp.evaluation import codecs as baseline_codecs
   for b in fv.baselines:
@@ -309,10 +310,11 @@ def cmd_rd(fv: flags.FlagValues, args: list[str]) -> int:
     groups[curve][point] = (wd, codec)
     described[curve] = f"jaxcomp {curve}, one point per workdir (lambda)"
   progress = lambda msg: print(msg, file=sys.stderr)
+  extra = {"vmaf": vmaf.vmaf_image} if vmaf.vmaf_available() else None  # VMAF curves when ffmpeg has libvmaf
   curves = [evaluation.learned_rd_curve(images, {p: c for p, (_, c) in points.items()}, curve,
-                                        described[curve], progress=progress)
+                                        described[curve], progress=progress, extra_metrics=extra)
             for curve, points in groups.items()]
-  curves += [evaluation.codec_rd_curve(images, b, progress=progress) for b in fv.baselines]
+  curves += [evaluation.codec_rd_curve(images, b, progress=progress, extra_metrics=extra) for b in fv.baselines]
   anchor = fv.anchor if fv.anchor is not None else curves[0].name
   written = evaluation.write_results(curves, fv.out, anchor=anchor)
   rows = evaluation.rd_table(curves, anchor)

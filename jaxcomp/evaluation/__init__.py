@@ -14,6 +14,7 @@ from jaxcomp.evaluation.codec_eval import eval_table, evaluate_codec
 from jaxcomp.evaluation.codecs import BASELINES, Baseline, get_baseline
 from jaxcomp.evaluation.rd import (
     DISTORTION_KEYS,
+    EXTRA_DISTORTION_KEYS,
     RESULT_KEYS,
     Codec,
     RDCurve,
@@ -37,7 +38,7 @@ from jaxcomp.evaluation.report import (
 )
 
 __all__ = [
-    "BASELINES", "Baseline", "Codec", "DISTORTION_KEYS", "RDCurve", "RESULT_KEYS", "codec_rd_curve",
+    "BASELINES", "Baseline", "Codec", "DISTORTION_KEYS", "EXTRA_DISTORTION_KEYS", "RDCurve", "RESULT_KEYS", "codec_rd_curve",
     "curve_from_results", "curve_to_json", "eval_table", "evaluate_codec", "format_table", "get_baseline", "image_quality", "interpolate_at",
     "learned_rd_curve", "load_images", "load_results", "measure", "plot_rd", "points_rows", "rd_curve_from_points",
     "rd_table", "write_results",

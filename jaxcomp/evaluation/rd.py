@@ -5,7 +5,7 @@ follow CompressAI's results-JSON layout so curves overlay with CompressAI's publ
 over images of
   "bpp" (real: 8 * bytes / pixels), "psnr-rgb", "psnr-yuv" ((4 Y + Cb + Cr) / 6, BT.601 full range),
   "ssim-rgb", "ms-ssim-rgb" (both channel-averaged, data range 255), "encoding_time", "decoding_time" (seconds).
-Per-image values are kept in `per_image` for CSV output. MS-SSIM needs >= 161 px per side; for smaller images it is
+With `extra_metrics`, also "vmaf" (0-100). Per-image values are kept in `per_image` for CSV output. MS-SSIM needs >= 161 px per side; for smaller images it is
 NaN and the mean omits it (the key is dropped if no image qualifies). For 1-channel images "psnr-yuv" is the PSNR of
 the single (luma) channel.
 """
@@ -29,6 +29,9 @@ from jaxcomp.errors import ConfigError, DataError
 from jaxcomp.evaluation import codecs
 
 DISTORTION_KEYS = ("psnr-rgb", "psnr-yuv", "ssim-rgb", "ms-ssim-rgb")
+# Host metrics a caller may add through `extra_metrics` (e.g. {"vmaf": jaxcomp.metrics.vmaf.vmaf_image}); they are
+# averaged, BD-rated and plotted like the others when present.
+EXTRA_DISTORTION_KEYS = ("vmaf",)
 TIME_KEYS = ("encoding_time", "decoding_time")
 RESULT_KEYS = ("bpp",) + DISTORTION_KEYS + TIME_KEYS
 # Older CompressAI files (and other tools) use these names.
@@ -142,8 +145,12 @@ def image_quality(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> dict[str
 
 
 def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], bytes],
-            decode: Callable[[bytes], np.ndarray]) -> dict[str, Any]:
-  """Encodes, decodes and scores one image: one per-image record (times in seconds, wall clock)."""
+            decode: Callable[[bytes], np.ndarray],
+            extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None) -> dict[str, Any]:
+  """Encodes, decodes and scores one image: one per-image record (times in seconds, wall clock).
+
+  `extra_metrics`: key -> `f(original, decoded) -> float` on the uint8 images, added to the record (keys of
+  `EXTRA_DISTORTION_KEYS`)."""
   t0 = time.perf_counter()
   data = encode(image_HWC)
   t1 = time.perf_counter()
@@ -152,13 +159,17 @@ def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], byt
   h, w = image_HWC.shape[:2]
   rec = {"image": name, "num_bytes": len(data), "bpp": float(metrics.bpp(len(data), h, w))}
   rec.update(image_quality(image_HWC, np.asarray(decoded)))
+  for key, fn in (extra_metrics or {}).items():
+    if key not in EXTRA_DISTORTION_KEYS:
+      raise ConfigError(f"extra_metrics: unknown key {key!r}; known: {', '.join(EXTRA_DISTORTION_KEYS)}")
+    rec[key] = float(fn(image_HWC, np.asarray(decoded)))
   rec.update(encoding_time=t1 - t0, decoding_time=t2 - t1)
   return rec
 
 
 def _mean_results(per_point: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, tuple[float, ...]]:
   results = {}
-  for key in RESULT_KEYS:
+  for key in RESULT_KEYS + tuple(k for k in EXTRA_DISTORTION_KEYS if k in per_point[0][0]):
     cols = [np.asarray([r[key] for r in recs], np.float64) for recs in per_point]
     if all(np.all(np.isnan(c)) for c in cols):
       continue  # e.g. MS-SSIM on images that are all too small
@@ -168,14 +179,16 @@ def _mean_results(per_point: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str,
 
 def rd_curve_from_points(name: str, points: Iterable[tuple[Any, Callable[[np.ndarray], bytes],
                                                            Callable[[bytes], np.ndarray]]],
-                         images, description: str = "", progress: Callable[[str], None] | None = None) -> RDCurve:
-  """Measures every `(param, encode, decode)` operating point on every image; means per point."""
+                         images, description: str = "", progress: Callable[[str], None] | None = None,
+                         extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None
+                         ) -> RDCurve:
+  """Measures every `(param, encode, decode)` operating point on every image (see `measure`); means per point."""
   imgs = load_images(images)
   params, per_point = [], []
   for param, encode, decode in points:
     recs = []
     for img_name, img in imgs:
-      recs.append({"param": param, **measure(img_name, img, encode, decode)})
+      recs.append({"param": param, **measure(img_name, img, encode, decode, extra_metrics)})
     if progress:
       progress(f"{name} {param}: {np.mean([r['bpp'] for r in recs]):.3f} bpp, "
                f"{np.mean([r['psnr-rgb'] for r in recs]):.2f} dB")
@@ -187,7 +200,8 @@ def rd_curve_from_points(name: str, points: Iterable[tuple[Any, Callable[[np.nda
 
 
 def codec_rd_curve(images, codec: str = "jpeg420", params: Sequence[float] | None = None, *,
-                   name: str | None = None, progress: Callable[[str], None] | None = None) -> RDCurve:
+                   name: str | None = None, progress: Callable[[str], None] | None = None,
+                   extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None) -> RDCurve:
   """RD curve of a Pillow baseline (`jpeg420`, `jpeg444`, `jpeg2000`, `webp`, `avif`) on `images`.
 
   Args:
@@ -205,14 +219,15 @@ def codec_rd_curve(images, codec: str = "jpeg420", params: Sequence[float] | Non
   gray = channels.pop() == 1
   decode = lambda data: decode_image(data, grayscale=gray, name=codec)
   points = [(p, lambda img, p=p: b.encode(img, p), decode) for p in params]
-  return rd_curve_from_points(name or codec, points, imgs, b.description, progress)
+  return rd_curve_from_points(name or codec, points, imgs, b.description, progress, extra_metrics)
 
 
 def learned_rd_curve(images, codecs_by_param: Mapping[Any, Codec], name: str, description: str = "", *,
-                     progress: Callable[[str], None] | None = None) -> RDCurve:
+                     progress: Callable[[str], None] | None = None,
+                     extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None) -> RDCurve:
   """RD curve of learned codecs, one per operating point (e.g. lambda -> `build_codec(config, params)`)."""
   points = [(p, c.compress, c.decompress) for p, c in codecs_by_param.items()]
-  return rd_curve_from_points(name, points, images, description, progress)
+  return rd_curve_from_points(name, points, images, description, progress, extra_metrics)
 
 
 def curve_from_results(name: str, results: Mapping[str, Sequence[float]], description: str = "",
@@ -238,15 +253,22 @@ def interpolate_at(curve: RDCurve, key: str, bpps: Sequence[float]) -> np.ndarra
   return np.interp(np.log(np.asarray(bpps, np.float64)), r[ok], v[ok], left=math.nan, right=math.nan)
 
 
+def present_distortion_keys(curves: Sequence[RDCurve]) -> tuple[str, ...]:
+  """`DISTORTION_KEYS`, then the `EXTRA_DISTORTION_KEYS` that some curve has (e.g. "vmaf")."""
+  return DISTORTION_KEYS + tuple(k for k in EXTRA_DISTORTION_KEYS if any(k in c.results for c in curves))
+
+
 def rd_table(curves: Sequence[RDCurve], anchor: str | int = 0, *, method: str = "pchip",
-             keys: Sequence[str] = DISTORTION_KEYS) -> list[dict[str, Any]]:
+             keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
   """Per curve: BD-rate (%) against the anchor curve in every distortion metric, and BD-PSNR (dB) for PSNR RGB.
 
-  `anchor` is a curve name or index. Entries are NaN where a curve lacks the metric, has too few points for
-  `method`, or does not overlap the anchor's range (BD deltas are undefined there). The anchor's own row is 0.
+  `anchor` is a curve name or index. `keys`: the metrics, by default `present_distortion_keys(curves)`. Entries are
+  NaN where a curve lacks the metric, has too few points for `method`, or does not overlap the anchor's range (BD
+  deltas are undefined there). The anchor's own row is 0.
   """
   if not curves:
     raise ConfigError("rd_table: no curves")
+  keys = present_distortion_keys(curves) if keys is None else keys
   names = [c.name for c in curves]
   if isinstance(anchor, str):
     if anchor not in names:

@@ -17,11 +17,11 @@ from typing import Any, Mapping, Sequence
 
 
 from jaxcomp.errors import DataError
-from jaxcomp.evaluation.rd import DISTORTION_KEYS, RDCurve, curve_from_results, rd_table
+from jaxcomp.evaluation.rd import RDCurve, curve_from_results, present_distortion_keys, rd_table
 from jaxcomp.io_utils import write_bytes_atomic, write_text_atomic
 
 _LABELS = {"bpp": "bits per pixel", "psnr-rgb": "PSNR RGB [dB]", "psnr-yuv": "PSNR YUV (4Y+U+V)/6 [dB]",
-           "ssim-rgb": "SSIM", "ms-ssim-rgb": "MS-SSIM", "ms-ssim-db": "MS-SSIM [dB]"}
+           "ssim-rgb": "SSIM", "ms-ssim-rgb": "MS-SSIM", "ms-ssim-db": "MS-SSIM [dB]", "vmaf": "VMAF"}
 
 
 def slug(name: str) -> str:
@@ -129,7 +129,8 @@ def write_results(curves: Sequence[RDCurve], out_dir: str | os.PathLike, *, anch
     p = out / f"{slug(c.name)}.json"
     write_text_atomic(p, json.dumps(curve_to_json(c), indent=2) + "\n")
     written[f"json:{c.name}"] = p
-  keys = ["bpp", *DISTORTION_KEYS, "encoding_time", "decoding_time"]
+  distortion_keys = present_distortion_keys(curves)
+  keys = ["bpp", *distortion_keys, "encoding_time", "decoding_time"]
   present = [k for k in keys if any(k in c.results for c in curves)]
   write_text_atomic(out / "rd_points.csv", _csv_text(points_rows(curves), ["name", "param", *present]))
   written["rd_points"] = out / "rd_points.csv"
@@ -147,7 +148,7 @@ def write_results(curves: Sequence[RDCurve], out_dir: str | os.PathLike, *, anch
     written["bd_rate"] = out / "bd_rate.csv"
     written["bd_rate_md"] = out / "bd_rate.md"
   if plots:
-    for key in DISTORTION_KEYS:
+    for key in distortion_keys:
       if any(key in c.results for c in curves):
         p = out / f"rd_{key}.png"
         write_bytes_atomic(p, plot_rd(curves, key))

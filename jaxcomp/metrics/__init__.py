@@ -7,6 +7,7 @@ leading index (`x.shape[:-3]`); `data_range` is explicit: 255 for uint8-valued i
   with BT.601 full-range YCbCr (`rgb_to_ycbcr`).
 - `ssim`, `ms_ssim`, `ssim_and_ms_ssim` (both in one pass) (Wang et al. 2003/2004, 11x11 Gaussian sigma 1.5, valid convolution, channel-averaged).
 - `bpp`, `bd_rate`, `bd_psnr` (numpy/scipy; VCEG-M33 cubic or PCHIP).
+- `jaxcomp.metrics.vmaf` (a submodule, not imported here): VMAF on the host through an ffmpeg with libvmaf.
 """
 
 from jaxcomp.metrics.common import MetricInputError

@@ -178,6 +178,28 @@ def test_write_results_and_round_trip(tmp_path, jpeg_curve, images):
   assert set(written) >= {"rd_points", "bd_rate", "plot:psnr-rgb", "json:webp"}
 
 
+def _affine_psnr(original, decoded):
+  # a stand-in host metric (the real one, VMAF, is tested in tests/metrics): an affine map of PSNR
+  mse = np.mean((original.astype(np.float64) - decoded) ** 2)
+  return 3.0 + 2.0 * 10 * np.log10(255.0 ** 2 / mse)
+
+
+def test_extra_metrics_are_averaged_bd_rated_and_plotted(tmp_path, images):
+  extra = {"vmaf": _affine_psnr}
+  jpeg = evaluation.codec_rd_curve(images, "jpeg420", params=(20, 50, 80), extra_metrics=extra)
+  webp = evaluation.codec_rd_curve(images, "webp", params=(10, 50, 90), extra_metrics=extra)
+  np.testing.assert_allclose(jpeg.metric("vmaf"), 3.0 + 2.0 * jpeg.metric("psnr-rgb"), rtol=1e-4)
+  rows = evaluation.rd_table([jpeg, webp], "jpeg420")
+  # BD-rate is invariant to an increasing affine map of the distortion axis
+  assert rows[1]["bd-rate vmaf"] == pytest.approx(rows[1]["bd-rate psnr-rgb"], rel=1e-3, abs=1e-3)
+  written = evaluation.write_results([jpeg, webp], tmp_path, anchor="jpeg420")
+  assert "plot:vmaf" in written and json.loads((tmp_path / "webp.json").read_text())["results"]["vmaf"]
+  assert "vmaf" in (tmp_path / "rd_points.csv").read_text().splitlines()[0].split(",")
+  assert "bd-rate vmaf" not in evaluation.rd_table([evaluation.codec_rd_curve(images, "jpeg420", params=(50,))])[0]
+  with pytest.raises(ConfigError, match="unknown key 'lpips'"):
+    evaluation.codec_rd_curve(images, "jpeg420", params=(50,), extra_metrics={"lpips": _affine_psnr})
+
+
 def test_failed_write_leaves_old_files_and_no_temporaries(tmp_path, jpeg_curve, monkeypatch):
   evaluation.write_results([jpeg_curve], tmp_path, anchor=None)
   before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

@@ -20,14 +20,9 @@ tables (`jaxcomp.entropy.codec.finalize` of the saved parameters, bottleneck tab
 from __future__ import annotations
 
 import importlib
-import functools
 import json
-import os
 import pathlib
-import shutil
-import subprocess
 import sys
-import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -43,6 +38,7 @@ from jaxcomp.entropy import tables as tables_lib
 from jaxcomp.errors import CheckpointError, ConfigError, DataError
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
+from jaxcomp.metrics.vmaf import VMAF_HINT, vmaf_available, vmaf_image, vmaf_scores
 
 Metric = Callable[[Any, Any], Any]
 
@@ -71,65 +67,11 @@ def device_metric(name: str, patch_size: int) -> Metric | None:
   return None
 
 
-def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
-  """VMAF (Netflix, libvmaf's default model vmaf_v0.6.1) of each pair, via `ffmpeg -lavfi libvmaf` on 8-bit PNGs,
-  one ffmpeg per pair as the authors did (a sequence would mix the pairs through VMAF's motion feature); the pairs
-  run concurrently. Identical images score about 97.4."""
-  exe = ffmpeg_with_vmaf()
-  if exe is None:
-    raise ConfigError(f"VMAF needs an ffmpeg built with libvmaf: {VMAF_HINT}")
-  from concurrent.futures import ThreadPoolExecutor
-  from PIL import Image
-
-  def one(tmp, i, a, b):
-    ref, dis, log = (pathlib.Path(tmp) / f"{name}{i}{ext}" for name, ext in
-                     (("ref", ".png"), ("dis", ".png"), ("log", ".json")))
-    Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(ref)
-    Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
-    subprocess.run([exe, "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
-                    f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], check=True)
-    return json.loads(log.read_text())["frames"][0]["metrics"]["vmaf"]
-
-  with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-    scores = list(pool.map(lambda args: one(tmp, *args), [(i, a, b) for i, (a, b) in
-                                                           enumerate(zip(x_BHW3, x_hat_BHW3))]))
-  return np.asarray(scores, np.float32)
-
-
 def vmaf_unit(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
   """VMAF / 100, the training metric M of `vmaf_p`: on the scale of SSIM, as the paper's alphas of one size (3e-3
   SSIM, 1.5e-3 VMAF) imply; on 0-100 the proxy term outweighs the MSE term 6x and wrecks the codec
-  (docs/proxiqa.md, "VMAF_p")."""
+  (docs/proxiqa.md, "Scale of VMAF")."""
   return vmaf_scores(x_BHW3, x_hat_BHW3) / 100.0
-
-
-VMAF_HINT = "put one on PATH, or `pip install 'jaxcomp[vmaf]'` (imageio-ffmpeg's static ffmpeg has libvmaf)"
-
-
-def _has_libvmaf(exe: str) -> bool:
-  try:
-    out = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60).stdout
-  except (OSError, subprocess.SubprocessError):
-    return False
-  return "libvmaf" in out
-
-
-@functools.cache
-def ffmpeg_with_vmaf() -> str | None:
-  """An ffmpeg with the libvmaf filter: `ffmpeg` on PATH if it has it, else the static build the `imageio-ffmpeg`
-  package ships (the `vmaf` extra), else None."""
-  candidates = [shutil.which("ffmpeg")]
-  try:
-    import imageio_ffmpeg
-    candidates.append(imageio_ffmpeg.get_ffmpeg_exe())
-  except (ImportError, RuntimeError):  # not installed, or no binary for this platform
-    pass
-  return next((exe for exe in candidates if exe and _has_libvmaf(exe)), None)
-
-
-def vmaf_available() -> bool:
-  """True when an ffmpeg with libvmaf is available (what `vmaf_scores` needs)."""
-  return ffmpeg_with_vmaf() is not None
 
 
 def host_metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -445,10 +387,6 @@ def eval_images(data_spec: str, max_images: int = 0) -> list[tuple[str, np.ndarr
   return out
 
 
-def _vmaf(original: np.ndarray, decoded: np.ndarray) -> float:
-  return float(vmaf_scores(original[None] / 255.0, decoded[None] / 255.0)[0])
-
-
 def evaluate(config, workdir: str, data_spec: str, *, jpeg: bool = True) -> dict:
   """Codes every image of `data_spec` to a real file and back (`jaxcomp.evaluation.evaluate_codec`).
 
@@ -460,7 +398,7 @@ def evaluate(config, workdir: str, data_spec: str, *, jpeg: bool = True) -> dict
   _, state = train.load_for_eval(workdir)
   codec = build_codec(config, state)
   images = eval_images(data_spec, config.eval_max_images)
-  extra = {"vmaf": _vmaf} if vmaf_available() else {}
+  extra = {"vmaf": vmaf_image} if vmaf_available() else {}
   out = evaluation.evaluate_codec(codec, images, jpeg=jpeg, extra_metrics=extra)
   out.update(data=str(data_spec), step=int(np.asarray(state["codec"]["step"])))
   return out
@@ -482,6 +420,7 @@ def rd_report(runs: Mapping[str, Sequence[str]], images, out_dir: str, *,
   """
   from jaxcomp import evaluation
   imgs = evaluation.load_images(images)
+  extra = {"vmaf": vmaf_image} if vmaf_available() else None  # VMAF curves and BD-rates when ffmpeg has libvmaf
   curves = []
   for name, workdirs in runs.items():
     codecs = {}
@@ -490,6 +429,7 @@ def rd_report(runs: Mapping[str, Sequence[str]], images, out_dir: str, *,
       codecs[float(config.lmbda)] = build_codec(config, state)
     if len(codecs) != len(workdirs):
       raise ConfigError(f"rd_report: runs of {name!r} repeat a lambda; give one workdir per rate point")
-    curves.append(evaluation.learned_rd_curve(imgs, codecs, name, description=f"ProxIQA {name}"))
-  curves += [evaluation.codec_rd_curve(imgs, b) for b in baselines]
+    curves.append(evaluation.learned_rd_curve(imgs, codecs, name, description=f"ProxIQA {name}",
+                                              extra_metrics=extra))
+  curves += [evaluation.codec_rd_curve(imgs, b, extra_metrics=extra) for b in baselines]
   return evaluation.write_results(curves, out_dir, anchor=anchor)

@@ -1,0 +1,79 @@
+"""VMAF (Netflix; libvmaf's default model vmaf_v0.6.1) through `ffmpeg -lavfi libvmaf`, computed on the host.
+
+Not differentiable and not JAX: ProxIQA trains a proxy of it (`vmaf_p`), and evaluation reports it when an ffmpeg
+with libvmaf is found: the one on PATH if it has the filter, else the static build the `imageio-ffmpeg` package
+ships (`pip install 'jaxcomp[vmaf]'`). Identical images score about 97.4, not 100.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from jaxcomp.errors import ConfigError
+
+VMAF_HINT = "put one on PATH, or `pip install 'jaxcomp[vmaf]'` (imageio-ffmpeg's static ffmpeg has libvmaf)"
+
+
+def _has_libvmaf(exe: str) -> bool:
+  try:
+    out = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, timeout=60).stdout
+  except (OSError, subprocess.SubprocessError):
+    return False
+  return "libvmaf" in out
+
+
+@functools.cache
+def ffmpeg_with_vmaf() -> str | None:
+  """An ffmpeg with the libvmaf filter: `ffmpeg` on PATH if it has it, else imageio-ffmpeg's, else None."""
+  candidates = [shutil.which("ffmpeg")]
+  try:
+    import imageio_ffmpeg
+    candidates.append(imageio_ffmpeg.get_ffmpeg_exe())
+  except (ImportError, RuntimeError):  # not installed, or no binary for this platform
+    pass
+  return next((exe for exe in candidates if exe and _has_libvmaf(exe)), None)
+
+
+def vmaf_available() -> bool:
+  """True when an ffmpeg with libvmaf is available (what `vmaf_scores` needs)."""
+  return ffmpeg_with_vmaf() is not None
+
+
+def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
+  """VMAF of each pair of [0, 1] float images (reference, distorted), [B], via 8-bit PNGs.
+
+  One ffmpeg per pair, as the ProxIQA authors did (a sequence would couple the pairs through VMAF's motion
+  feature); the pairs run concurrently.
+  """
+  exe = ffmpeg_with_vmaf()
+  if exe is None:
+    raise ConfigError(f"VMAF needs an ffmpeg built with libvmaf: {VMAF_HINT}")
+  from PIL import Image
+
+  def one(tmp, i, a, b):
+    ref, dis, log = (pathlib.Path(tmp) / f"{name}{i}{ext}" for name, ext in
+                     (("ref", ".png"), ("dis", ".png"), ("log", ".json")))
+    Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(ref)
+    Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
+    subprocess.run([exe, "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
+                    f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], check=True)
+    return json.loads(log.read_text())["frames"][0]["metrics"]["vmaf"]
+
+  with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    scores = list(pool.map(lambda args: one(tmp, *args),
+                           [(i, a, b) for i, (a, b) in enumerate(zip(x_BHW3, x_hat_BHW3))]))
+  return np.asarray(scores, np.float32)
+
+
+def vmaf_image(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> float:
+  """VMAF of one decoded uint8 RGB image against its original (an `extra_metrics` entry of the RD code)."""
+  return float(vmaf_scores(np.asarray(original_HWC)[None] / 255.0, np.asarray(decoded_HWC)[None] / 255.0)[0])
