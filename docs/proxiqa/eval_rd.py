@@ -2,6 +2,7 @@
 
   python docs/proxiqa/eval_rd.py RUNS_DIR KODAK_DIR OUT_DIR LAMBDA [LAMBDA ...] [--baselines CACHE.pkl]
   python docs/proxiqa/eval_rd.py RUNS_DIR KODAK_DIR OUT_DIR --only ssim_p_0.0130   # one point, cached
+  ... --label ssim_p="BLS SSIM (eq. 13)"   # name a curve (runs trained with --config.use_proxy=False)
 
 RUNS_DIR holds one workdir per (loss, lambda), `mse_<lambda>`, `ssim_p_<lambda>` and optionally `msssim_p_<lambda>`
 (train_rd.sh, or stage 2 of finetune_rd.sh). `--baselines none` leaves the Pillow curves out. Does what
@@ -31,6 +32,8 @@ p.add_argument("out")
 p.add_argument("lambdas", nargs="*")
 p.add_argument("--baselines", default="")
 p.add_argument("--only", default="", help="evaluate and cache one point, e.g. ssim_p_0.0130")
+p.add_argument("--label", action="append", default=[],
+               help="LOSS=NAME, the curve name of LOSS's runs, e.g. msssim_p='BLS MS-SSIM (eq. 13)'")
 a = p.parse_args()
 runs_dir, out = pathlib.Path(a.runs_dir), pathlib.Path(a.out)
 t0 = time.time()
@@ -63,7 +66,9 @@ def point(name, loss, lam):
   return curve, row
 
 
-CURVES = (("BLS MSE", "mse"), ("BLS SSIM_p", "ssim_p"), ("BLS MS-SSIM_p", "msssim_p"))
+LABELS = dict(item.split("=", 1) for item in a.label)
+CURVES = tuple((LABELS.get(loss, name), loss)
+               for name, loss in (("BLS MSE", "mse"), ("BLS SSIM_p", "ssim_p"), ("BLS MS-SSIM_p", "msssim_p")))
 if a.only:  # one point, cached for the final call (lets finished runs be evaluated while others train)
   loss, lam = a.only.rsplit("_", 1)
   point(dict((l, n) for n, l in CURVES)[loss], loss, lam)
