@@ -310,7 +310,7 @@ def cmd_rd(fv: flags.FlagValues, args: list[str]) -> int:
     groups[curve][point] = (wd, codec)
     described[curve] = f"jaxcomp {curve}, one point per workdir (lambda)"
   progress = lambda msg: print(msg, file=sys.stderr)
-  extra = {"vmaf": vmaf.vmaf_image} if vmaf.vmaf_available() else None  # VMAF curves when ffmpeg has libvmaf
+  extra = vmaf.extra_metrics()  # VMAF curves when an ffmpeg with libvmaf is found
   curves = [evaluation.learned_rd_curve(images, {p: c for p, (_, c) in points.items()}, curve,
                                         described[curve], progress=progress, extra_metrics=extra)
             for curve, points in groups.items()]

@@ -29,11 +29,10 @@ import numpy as np
 from jaxcomp.data import transforms
 from jaxcomp.entropy import bitstream
 from jaxcomp.errors import BitstreamError, DataError
-from jaxcomp.evaluation.rd import image_quality
+from jaxcomp.evaluation.rd import ExtraMetric, image_quality
 
 QUALITY_KEYS = ("psnr", "psnr_yuv", "ssim", "ms_ssim")
 _FROM_RD = {"psnr": "psnr-rgb", "psnr_yuv": "psnr-yuv", "ssim": "ssim-rgb", "ms_ssim": "ms-ssim-rgb"}
-ExtraMetric = Callable[[np.ndarray, np.ndarray], float]
 
 
 def _quality(original: np.ndarray, decoded: np.ndarray, extra: Mapping[str, ExtraMetric]) -> dict[str, Any]:

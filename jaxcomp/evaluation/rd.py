@@ -5,9 +5,9 @@ follow CompressAI's results-JSON layout so curves overlay with CompressAI's publ
 over images of
   "bpp" (real: 8 * bytes / pixels), "psnr-rgb", "psnr-yuv" ((4 Y + Cb + Cr) / 6, BT.601 full range),
   "ssim-rgb", "ms-ssim-rgb" (both channel-averaged, data range 255), "encoding_time", "decoding_time" (seconds).
-With `extra_metrics`, also "vmaf" (0-100). Per-image values are kept in `per_image` for CSV output. MS-SSIM needs >= 161 px per side; for smaller images it is
-NaN and the mean omits it (the key is dropped if no image qualifies). For 1-channel images "psnr-yuv" is the PSNR of
-the single (luma) channel.
+With `extra_metrics`, also "vmaf" (0-100). Per-image values are kept in `per_image` for CSV output. MS-SSIM needs
+>= 161 px per side; for smaller images it is NaN and the mean omits it (the key is dropped if no image qualifies).
+For 1-channel images "psnr-yuv" is the PSNR of the single (luma) channel.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ DISTORTION_KEYS = ("psnr-rgb", "psnr-yuv", "ssim-rgb", "ms-ssim-rgb")
 # Host metrics a caller may add through `extra_metrics` (e.g. {"vmaf": jaxcomp.metrics.vmaf.vmaf_image}); they are
 # averaged, BD-rated and plotted like the others when present.
 EXTRA_DISTORTION_KEYS = ("vmaf",)
+ExtraMetric = Callable[[np.ndarray, np.ndarray], float]  # f(original uint8, decoded uint8) -> score
 TIME_KEYS = ("encoding_time", "decoding_time")
 RESULT_KEYS = ("bpp",) + DISTORTION_KEYS + TIME_KEYS
 # Older CompressAI files (and other tools) use these names.
@@ -146,7 +147,7 @@ def image_quality(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> dict[str
 
 def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], bytes],
             decode: Callable[[bytes], np.ndarray],
-            extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None) -> dict[str, Any]:
+            extra_metrics: Mapping[str, ExtraMetric] | None = None) -> dict[str, Any]:
   """Encodes, decodes and scores one image: one per-image record (times in seconds, wall clock).
 
   `extra_metrics`: key -> `f(original, decoded) -> float` on the uint8 images, added to the record (keys of
@@ -180,7 +181,7 @@ def _mean_results(per_point: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str,
 def rd_curve_from_points(name: str, points: Iterable[tuple[Any, Callable[[np.ndarray], bytes],
                                                            Callable[[bytes], np.ndarray]]],
                          images, description: str = "", progress: Callable[[str], None] | None = None,
-                         extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None
+                         extra_metrics: Mapping[str, ExtraMetric] | None = None
                          ) -> RDCurve:
   """Measures every `(param, encode, decode)` operating point on every image (see `measure`); means per point."""
   imgs = load_images(images)
@@ -201,7 +202,7 @@ def rd_curve_from_points(name: str, points: Iterable[tuple[Any, Callable[[np.nda
 
 def codec_rd_curve(images, codec: str = "jpeg420", params: Sequence[float] | None = None, *,
                    name: str | None = None, progress: Callable[[str], None] | None = None,
-                   extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None) -> RDCurve:
+                   extra_metrics: Mapping[str, ExtraMetric] | None = None) -> RDCurve:
   """RD curve of a Pillow baseline (`jpeg420`, `jpeg444`, `jpeg2000`, `webp`, `avif`) on `images`.
 
   Args:
@@ -224,7 +225,7 @@ def codec_rd_curve(images, codec: str = "jpeg420", params: Sequence[float] | Non
 
 def learned_rd_curve(images, codecs_by_param: Mapping[Any, Codec], name: str, description: str = "", *,
                      progress: Callable[[str], None] | None = None,
-                     extra_metrics: Mapping[str, Callable[[np.ndarray, np.ndarray], float]] | None = None) -> RDCurve:
+                     extra_metrics: Mapping[str, ExtraMetric] | None = None) -> RDCurve:
   """RD curve of learned codecs, one per operating point (e.g. lambda -> `build_codec(config, params)`)."""
   points = [(p, c.compress, c.decompress) for p, c in codecs_by_param.items()]
   return rd_curve_from_points(name, points, images, description, progress, extra_metrics)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 
@@ -77,3 +78,9 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
 def vmaf_image(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> float:
   """VMAF of one decoded uint8 RGB image against its original (an `extra_metrics` entry of the RD code)."""
   return float(vmaf_scores(np.asarray(original_HWC)[None] / 255.0, np.asarray(decoded_HWC)[None] / 255.0)[0])
+
+
+def extra_metrics() -> dict[str, Callable[[np.ndarray, np.ndarray], float]]:
+  """`{"vmaf": vmaf_image}` when an ffmpeg with libvmaf is available, else {}: the `extra_metrics` argument of
+  `jaxcomp.evaluation`'s curve and evaluation functions, so VMAF is reported wherever it can be computed."""
+  return {"vmaf": vmaf_image} if vmaf_available() else {}

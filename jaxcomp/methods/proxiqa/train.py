@@ -38,7 +38,8 @@ from jaxcomp.entropy import tables as tables_lib
 from jaxcomp.errors import CheckpointError, ConfigError, DataError
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
-from jaxcomp.metrics.vmaf import VMAF_HINT, vmaf_available, vmaf_image, vmaf_scores
+from jaxcomp.metrics import vmaf
+from jaxcomp.metrics.vmaf import VMAF_HINT, vmaf_available, vmaf_scores
 
 Metric = Callable[[Any, Any], Any]
 
@@ -398,7 +399,7 @@ def evaluate(config, workdir: str, data_spec: str, *, jpeg: bool = True) -> dict
   _, state = train.load_for_eval(workdir)
   codec = build_codec(config, state)
   images = eval_images(data_spec, config.eval_max_images)
-  extra = {"vmaf": vmaf_image} if vmaf_available() else {}
+  extra = vmaf.extra_metrics()
   out = evaluation.evaluate_codec(codec, images, jpeg=jpeg, extra_metrics=extra)
   out.update(data=str(data_spec), step=int(np.asarray(state["codec"]["step"])))
   return out
@@ -420,7 +421,7 @@ def rd_report(runs: Mapping[str, Sequence[str]], images, out_dir: str, *,
   """
   from jaxcomp import evaluation
   imgs = evaluation.load_images(images)
-  extra = {"vmaf": vmaf_image} if vmaf_available() else None  # VMAF curves and BD-rates when ffmpeg has libvmaf
+  extra = vmaf.extra_metrics()  # VMAF curves and BD-rates when an ffmpeg with libvmaf is found
   curves = []
   for name, workdirs in runs.items():
     codecs = {}
