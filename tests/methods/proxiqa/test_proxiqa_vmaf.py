@@ -1,11 +1,18 @@
 """VMAF_p: the host-computed VMAF reaches the proxy step (VMAF itself: tests/metrics/test_metrics_vmaf.py)."""
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 from skimage import data as skdata
 
-from configs import proxiqa as cfg
 from jaxcomp import parallel, train
 from jaxcomp.methods.proxiqa import train as pq
+
+_spec = importlib.util.spec_from_file_location(
+    "proxiqa_config", pathlib.Path(__file__).resolve().parents[3] / "configs" / "proxiqa.py")
+cfg = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cfg)
 
 pytestmark = [pytest.mark.usefixtures("fast_compile"),
               pytest.mark.skipif(not pq.vmaf_available(), reason=f"no ffmpeg with libvmaf: {pq.VMAF_HINT}")]
