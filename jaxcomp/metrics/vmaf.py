@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from jaxcomp.errors import ConfigError
+from jaxcomp.errors import ConfigError, DataError
 
 VMAF_HINT = "put one on PATH, or `pip install 'jaxcomp[vmaf]'` (imageio-ffmpeg's static ffmpeg has libvmaf)"
 
@@ -65,8 +65,11 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
                      (("ref", ".png"), ("dis", ".png"), ("log", ".json")))
     Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(ref)
     Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
-    subprocess.run([exe, "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
-                    f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], check=True)
+    r = subprocess.run([exe, "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
+                        f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], capture_output=True, text=True)
+    if r.returncode != 0:  # e.g. libvmaf crashes on images under 17 px a side
+      why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+      raise DataError(f"VMAF of a {a.shape[0]}x{a.shape[1]} image pair failed in {exe}: {why}")
     return json.loads(log.read_text())["frames"][0]["metrics"]["vmaf"]
 
   with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:

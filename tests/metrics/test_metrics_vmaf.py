@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
+from jaxcomp.errors import DataError
 from jaxcomp.metrics import vmaf
 
 pytestmark = pytest.mark.skipif(not vmaf.vmaf_available(), reason=f"no ffmpeg with libvmaf: {vmaf.VMAF_HINT}")
@@ -32,3 +33,9 @@ def test_pairs_are_scored_independently_and_uint8_images_agree():
   np.testing.assert_allclose(together, alone, atol=1e-4)  # one ffmpeg per pair: no coupling through the batch
   a, b = (np.rint(v[0] * 255).astype(np.uint8) for v in (x, y))
   assert vmaf.vmaf_image(a, b) == pytest.approx(float(together[0]), abs=1e-4)
+
+
+def test_a_failing_ffmpeg_is_a_one_line_data_error():
+  x = _crops(1, 16)  # libvmaf crashes on images under 17 px a side
+  with pytest.raises(DataError, match="VMAF of a 16x16 image pair failed"):
+    vmaf.vmaf_scores(x, x * 0.9)
