@@ -77,11 +77,13 @@ def _manager(directory: pathlib.Path, *, keep: int, best_metric: str | None, bes
   if best_metric:
     policies.append(pp.BestN(get_metric_fn=lambda m: float(m[best_metric]), reverse=(best_mode == "min"), n=1,
                              keep_checkpoints_without_metrics=False))
-  # Readers use create=False rather than read_only=True, which only differs by logging warnings.
+  # create=False for writers too: orbax then makes the folder with the first save, so a run that fails before it
+  # (a refused resume, a bad init_from) leaves no empty checkpoints/ behind. Readers use create=False rather than
+  # read_only=True, which only differs by logging warnings.
   # best_fn/best_mode also make orbax persist each step's metrics, so the ranking survives a restart.
   best = dict(best_fn=lambda m: float(m[best_metric]), best_mode=best_mode) if best_metric else {}
   options = ocp.CheckpointManagerOptions(
-      preservation_policy=pp.AnyPreservationPolicy(policies), create=not read_only,
+      preservation_policy=pp.AnyPreservationPolicy(policies), create=False,
       enable_async_checkpointing=not read_only, **best)
   handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler(),
               "data": grain.checkpoint.CheckpointHandler()}

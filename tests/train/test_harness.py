@@ -131,9 +131,13 @@ def test_restore_is_exact_with_data_iterator(tmp_path):
 
 def test_restore_or_init_without_checkpoint_returns_input(tmp_path):
   host = jax.device_get(_state())
-  with train.Checkpointer(tmp_path, _config(), every=3) as ck:
+  with train.Checkpointer(tmp_path / "run", _config(), every=3) as ck:
     got, start = ck.restore_or_init(host)
   assert start == 0 and got is host
+  assert not (tmp_path / "run").exists()  # a run that ends before its first save leaves no empty folders
+  with train.Checkpointer(tmp_path / "run", _config(), every=3) as ck:
+    ck.save(3, host)
+  assert train.latest_step(tmp_path / "run") == 3  # the first save makes them
 
 
 def test_checkpoint_of_other_method_or_shape_is_refused(tmp_path):

@@ -157,6 +157,13 @@ def test_eq13_needs_a_differentiable_device_metric():
     pq.train_and_evaluate(c, "/nonexistent/never-created")
 
 
+def test_vmaf_needs_patches_libvmaf_can_score():
+  c = cfg.get_config("tiny")
+  c.metric, c.patch_size = "vmaf", 16  # libvmaf crashes below 17 px; refused before any ffmpeg runs
+  with pytest.raises(ConfigError, match="patch_size=16 is too small for VMAF"):
+    pq.train_and_evaluate(c, "/nonexistent/never-created")
+
+
 def test_non_differentiable_host_metric_is_tracked_by_the_proxy():
   c = cfg.get_config("tiny")
   c.metric = "proxiqa_test_metrics:quantized_error"
@@ -325,3 +332,4 @@ def test_init_from_warm_starts_the_codec_only(tmp_path, capsys):
   bad.eval_data, bad.N, bad.init_from = "", 16, str(tmp_path / "mse")
   with pytest.raises(train_errors.CheckpointError, match=r"init_from .*'codec/params/.*' is"):
     pq.train_and_evaluate(bad, str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()  # nothing half-made is left behind
