@@ -9,7 +9,7 @@ Per image (and averaged over images in the top level of the returned dict):
   rate_gap              `(file bits - estimate) / estimate`: the whole file, container header included
   payload_gap           the same without the fixed container header (`bitstream.overhead_bytes`): the coder's loss
   psnr, psnr_yuv, ssim, ms_ssim   data range 255; PSNR YUV = (4 Y + U + V) / 6 (ProxIQA eq. 12); MS-SSIM None
-                        below 161 px a side
+                        below 161 px a side (so is any extra metric that returns NaN, e.g. VMAF below 17 px)
   encode_s, decode_s    wall clock of `compress` / `decompress`, XLA compilation excluded (one untimed warm-up per
                         image size)
   jpeg                  Pillow JPEG 4:2:0 at the largest quality whose file is not larger than the learned one
@@ -38,11 +38,10 @@ _FROM_RD = {"psnr": "psnr-rgb", "psnr_yuv": "psnr-yuv", "ssim": "ssim-rgb", "ms_
 def _quality(original: np.ndarray, decoded: np.ndarray, extra: Mapping[str, ExtraMetric]) -> dict[str, Any]:
   q = image_quality(original, decoded)
   out: dict[str, Any] = {k: q[_FROM_RD[k]] for k in QUALITY_KEYS}
-  if math.isnan(out["ms_ssim"]):
-    out["ms_ssim"] = None
   for name, fn in extra.items():
     out[name] = float(fn(original, decoded))
-  return out
+  # n/a (None in the JSON) where a metric is undefined: MS-SSIM below 161 px, VMAF below 17 px
+  return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in out.items()}
 
 
 def _jpeg(image: np.ndarray, bpp: float, extra: Mapping[str, ExtraMetric]) -> dict[str, Any]:

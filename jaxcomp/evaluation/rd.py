@@ -6,7 +6,8 @@ over images of
   "bpp" (real: 8 * bytes / pixels), "psnr-rgb", "psnr-yuv" ((4 Y + Cb + Cr) / 6, BT.601 full range),
   "ssim-rgb", "ms-ssim-rgb" (both channel-averaged, data range 255), "encoding_time", "decoding_time" (seconds).
 With `extra_metrics`, also "vmaf" (0-100). Per-image values are kept in `per_image` for CSV output. MS-SSIM needs
->= 161 px per side; for smaller images it is NaN and the mean omits it (the key is dropped if no image qualifies).
+>= 161 px per side, VMAF >= 17; for smaller images they are NaN and the mean omits them (a key is dropped if no
+image qualifies).
 For 1-channel images "psnr-yuv" is the PSNR of the single (luma) channel.
 """
 
@@ -145,6 +146,12 @@ def image_quality(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> dict[str
   return {k: float(v) for k, v in q.items()}
 
 
+def _check_extra_keys(extra_metrics: Mapping[str, ExtraMetric] | None) -> None:
+  unknown = sorted(set(extra_metrics or {}) - set(EXTRA_DISTORTION_KEYS))
+  if unknown:
+    raise ConfigError(f"extra_metrics: unknown key {unknown[0]!r}; known: {', '.join(EXTRA_DISTORTION_KEYS)}")
+
+
 def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], bytes],
             decode: Callable[[bytes], np.ndarray],
             extra_metrics: Mapping[str, ExtraMetric] | None = None) -> dict[str, Any]:
@@ -152,6 +159,7 @@ def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], byt
 
   `extra_metrics`: key -> `f(original, decoded) -> float` on the uint8 images, added to the record (keys of
   `EXTRA_DISTORTION_KEYS`)."""
+  _check_extra_keys(extra_metrics)
   t0 = time.perf_counter()
   data = encode(image_HWC)
   t1 = time.perf_counter()
@@ -161,8 +169,6 @@ def measure(name: str, image_HWC: np.ndarray, encode: Callable[[np.ndarray], byt
   rec = {"image": name, "num_bytes": len(data), "bpp": float(metrics.bpp(len(data), h, w))}
   rec.update(image_quality(image_HWC, np.asarray(decoded)))
   for key, fn in (extra_metrics or {}).items():
-    if key not in EXTRA_DISTORTION_KEYS:
-      raise ConfigError(f"extra_metrics: unknown key {key!r}; known: {', '.join(EXTRA_DISTORTION_KEYS)}")
     rec[key] = float(fn(image_HWC, np.asarray(decoded)))
   rec.update(encoding_time=t1 - t0, decoding_time=t2 - t1)
   return rec
@@ -184,6 +190,7 @@ def rd_curve_from_points(name: str, points: Iterable[tuple[Any, Callable[[np.nda
                          extra_metrics: Mapping[str, ExtraMetric] | None = None
                          ) -> RDCurve:
   """Measures every `(param, encode, decode)` operating point on every image (see `measure`); means per point."""
+  _check_extra_keys(extra_metrics)  # before any image is coded
   imgs = load_images(images)
   params, per_point = [], []
   for param, encode, decode in points:

@@ -2,13 +2,16 @@
 
 Not differentiable and not JAX: ProxIQA trains a proxy of it (`vmaf_p`), and evaluation reports it when an ffmpeg
 with libvmaf is found: the one on PATH if it has the filter, else the static build the `imageio-ffmpeg` package
-ships (`pip install 'jaxcomp[vmaf]'`). Identical images score about 97.4, not 100.
+ships (`pip install 'jaxcomp[vmaf]'`). Identical images score about 97.4, not 100. libvmaf needs at least
+`VMAF_MIN_SIDE` pixels a side (below that it crashes): `vmaf_scores` refuses such images, `vmaf_image` gives NaN
+for them (reported as n/a, like MS-SSIM below 161 px).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -21,6 +24,7 @@ import numpy as np
 
 from jaxcomp.errors import ConfigError, DataError
 
+VMAF_MIN_SIDE = 17  # libvmaf (vmaf_v0.6.1 in imageio-ffmpeg's build) segfaults on 16 px
 VMAF_HINT = "put one on PATH, or `pip install 'jaxcomp[vmaf]'` (imageio-ffmpeg's static ffmpeg has libvmaf)"
 
 
@@ -58,6 +62,9 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
   exe = ffmpeg_with_vmaf()
   if exe is None:
     raise ConfigError(f"VMAF needs an ffmpeg built with libvmaf: {VMAF_HINT}")
+  h, w = np.shape(x_BHW3)[1:3]
+  if min(h, w) < VMAF_MIN_SIDE:
+    raise DataError(f"VMAF needs images of at least {VMAF_MIN_SIDE} px a side, got {h}x{w}")
   from PIL import Image
 
   def one(tmp, i, a, b):
@@ -67,7 +74,7 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
     Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
     r = subprocess.run([exe, "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
                         f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], capture_output=True, text=True)
-    if r.returncode != 0:  # e.g. libvmaf crashes on images under 17 px a side
+    if r.returncode != 0:
       why = (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
       raise DataError(f"VMAF of a {a.shape[0]}x{a.shape[1]} image pair failed in {exe}: {why}")
     return json.loads(log.read_text())["frames"][0]["metrics"]["vmaf"]
@@ -79,7 +86,10 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
 
 
 def vmaf_image(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> float:
-  """VMAF of one decoded uint8 RGB image against its original (an `extra_metrics` entry of the RD code)."""
+  """VMAF of one decoded uint8 RGB image against its original (an `extra_metrics` entry of the RD code); NaN
+  (n/a) for images under `VMAF_MIN_SIDE` px a side."""
+  if min(np.shape(original_HWC)[:2]) < VMAF_MIN_SIDE:
+    return math.nan
   return float(vmaf_scores(np.asarray(original_HWC)[None] / 255.0, np.asarray(decoded_HWC)[None] / 255.0)[0])
 
 

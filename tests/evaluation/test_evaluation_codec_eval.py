@@ -1,5 +1,7 @@
 """`evaluate_codec` / `eval_table` on a stand-in codec (JPEG at a fixed quality) with a known bit estimate."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,17 @@ def test_report_against_direct_computation():
   assert table[0].split()[:3] == ["image", "bpp", "est"] and "MAE" in table[0] and "JPEG" in table[0]
   assert [ln.split()[0] for ln in table[1:4]] == ["im0", "im1", "big"] and table[5].startswith("mean")
   assert "+11.111 %" in table[-1]
+
+
+def test_an_extra_metric_undefined_on_small_images_is_none_and_n_a():
+  # like VMAF below 17 px (jaxcomp.metrics.vmaf.vmaf_image): NaN on the small images, a value on the big one
+  extra = {"vmaf": lambda a, b: math.nan if min(a.shape[:2]) < 161 else 42.0}
+  rep = evaluate_codec(JpegCodec(), _images(), extra_metrics=extra)
+  assert [r["vmaf"] for r in rep["images"]] == [None, None, 42.0]
+  assert [r["jpeg"]["vmaf"] for r in rep["images"]] == [None, None, 42.0]
+  assert rep["vmaf"] == 42.0 and rep["jpeg"]["vmaf"] == 42.0  # the mean skips the n/a images
+  rows = eval_table(rep).splitlines()
+  assert "n/a" in rows[1] and "42" in rows[3]
 
 
 def test_no_images_is_a_data_error():

@@ -196,8 +196,11 @@ def test_extra_metrics_are_averaged_bd_rated_and_plotted(tmp_path, images):
   assert "plot:vmaf" in written and json.loads((tmp_path / "webp.json").read_text())["results"]["vmaf"]
   assert "vmaf" in (tmp_path / "rd_points.csv").read_text().splitlines()[0].split(",")
   assert "bd-rate vmaf" not in evaluation.rd_table([evaluation.codec_rd_curve(images, "jpeg420", params=(50,))])[0]
-  with pytest.raises(ConfigError, match="unknown key 'lpips'"):
-    evaluation.codec_rd_curve(images, "jpeg420", params=(50,), extra_metrics={"lpips": _affine_psnr})
+  coded = []
+  with pytest.raises(ConfigError, match="unknown key 'lpips'"):  # refused before any image is coded
+    evaluation.rd_curve_from_points("x", [(1, lambda img: coded.append(img) or b"", None)], images,
+                                    extra_metrics={"lpips": _affine_psnr})
+  assert not coded
 
 
 def test_failed_write_leaves_old_files_and_no_temporaries(tmp_path, jpeg_curve, monkeypatch):

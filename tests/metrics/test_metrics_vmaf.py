@@ -1,4 +1,7 @@
 """VMAF through ffmpeg + libvmaf (the `vmaf` extra's static ffmpeg, or one on PATH)."""
+import math
+import stat
+
 import numpy as np
 import pytest
 from skimage import data as skdata
@@ -6,7 +9,7 @@ from skimage import data as skdata
 from jaxcomp.errors import DataError
 from jaxcomp.metrics import vmaf
 
-pytestmark = pytest.mark.skipif(not vmaf.vmaf_available(), reason=f"no ffmpeg with libvmaf: {vmaf.VMAF_HINT}")
+needs_vmaf = pytest.mark.skipif(not vmaf.vmaf_available(), reason=f"no ffmpeg with libvmaf: {vmaf.VMAF_HINT}")
 
 
 def _crops(n=4, side=64):
@@ -14,6 +17,7 @@ def _crops(n=4, side=64):
   return np.stack([img[40 * i:40 * i + side, 60 * i:60 * i + side] for i in range(n)])
 
 
+@needs_vmaf
 def test_pristine_pairs_and_scores_fall_with_distortion():
   x = _crops()
   rng = np.random.default_rng(0)
@@ -25,6 +29,7 @@ def test_pristine_pairs_and_scores_fall_with_distortion():
   assert np.all(strong < mild) and np.all(mild < pristine), (mild, strong)
 
 
+@needs_vmaf
 def test_pairs_are_scored_independently_and_uint8_images_agree():
   x = _crops()
   y = np.clip(x + np.random.default_rng(1).normal(0, 0.04, x.shape), 0, 1)
@@ -35,7 +40,21 @@ def test_pairs_are_scored_independently_and_uint8_images_agree():
   assert vmaf.vmaf_image(a, b) == pytest.approx(float(together[0]), abs=1e-4)
 
 
-def test_a_failing_ffmpeg_is_a_one_line_data_error():
-  x = _crops(1, 16)  # libvmaf crashes on images under 17 px a side
-  with pytest.raises(DataError, match="VMAF of a 16x16 image pair failed"):
+@needs_vmaf
+def test_images_too_small_for_libvmaf_are_refused_or_not_applicable():
+  x = _crops(1, 16)  # libvmaf segfaults below 17 px a side: refused before ffmpeg runs
+  with pytest.raises(DataError, match="at least 17 px a side, got 16x16"):
+    vmaf.vmaf_scores(x, x * 0.9)
+  a = (_crops(1, 40)[0] * 255).astype(np.uint8)
+  assert math.isnan(vmaf.vmaf_image(a[:16], a[:16]))  # an RD / eval entry: n/a, like MS-SSIM below 161 px
+  assert vmaf.vmaf_image(a[:17], a[:17]) == pytest.approx(97.43, abs=0.1)  # the smallest side libvmaf takes
+
+
+def test_a_failing_ffmpeg_is_a_one_line_data_error(tmp_path, monkeypatch):
+  fake = tmp_path / "ffmpeg"  # stands in for an ffmpeg whose libvmaf fails
+  fake.write_text("#!/bin/sh\necho 'first line' >&2\necho 'libvmaf: model not found' >&2\nexit 1\n")
+  fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+  monkeypatch.setattr(vmaf, "ffmpeg_with_vmaf", lambda: str(fake))
+  x = _crops(2, 32)
+  with pytest.raises(DataError, match="VMAF of a 32x32 image pair failed in .*ffmpeg: libvmaf: model not found$"):
     vmaf.vmaf_scores(x, x * 0.9)

@@ -136,6 +136,9 @@ def _check_config(config) -> None:
                       f"{config.layout}")
   if config.patch_size % 8:
     raise ConfigError(f"config.patch_size={config.patch_size} must be a multiple of 8 (three 2x2 pools)")
+  if config.metric == "vmaf" and config.patch_size < vmaf.VMAF_MIN_SIDE:
+    raise ConfigError(f"config.patch_size={config.patch_size} is too small for VMAF (libvmaf needs "
+                      f"{vmaf.VMAF_MIN_SIDE} px a side)")
   if not 0.0 <= config.alpha <= 1.0:
     raise ConfigError(f"config.alpha={config.alpha} must be in [0, 1]")
   if not 0.0 <= config.pristine_fraction < 1.0:
