@@ -54,7 +54,8 @@ def vmaf_available() -> bool:
 
 
 def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
-  """VMAF of each pair of [0, 1] float images (reference, distorted), [B], via 8-bit PNGs.
+  """VMAF of each pair of [0, 1] float images (reference, distorted), [B], via 8-bit PNGs (RGB, or grayscale for
+  [B, H, W, 1]).
 
   One ffmpeg per pair, as the ProxIQA authors did (a sequence would couple the pairs through VMAF's motion
   feature); the pairs run concurrently.
@@ -70,8 +71,9 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
   def one(tmp, i, a, b):
     ref, dis, log = (pathlib.Path(tmp) / f"{name}{i}{ext}" for name, ext in
                      (("ref", ".png"), ("dis", ".png"), ("log", ".json")))
-    Image.fromarray(np.rint(np.clip(a, 0, 1) * 255).astype(np.uint8)).save(ref)
-    Image.fromarray(np.rint(np.clip(b, 0, 1) * 255).astype(np.uint8)).save(dis)
+    for v, path in ((a, ref), (b, dis)):
+      u8 = np.rint(np.clip(v, 0, 1) * 255).astype(np.uint8)
+      Image.fromarray(u8[..., 0] if u8.shape[-1] == 1 else u8).save(path)  # [H, W, 1]: a grayscale PNG
     r = subprocess.run([exe, "-loglevel", "error", "-i", str(dis), "-i", str(ref), "-lavfi",
                         f"libvmaf=log_fmt=json:log_path={log}", "-f", "null", "-"], capture_output=True, text=True)
     if r.returncode != 0:

@@ -58,3 +58,13 @@ def test_a_failing_ffmpeg_is_a_one_line_data_error(tmp_path, monkeypatch):
   x = _crops(2, 32)
   with pytest.raises(DataError, match="VMAF of a 32x32 image pair failed in .*ffmpeg: libvmaf: model not found$"):
     vmaf.vmaf_scores(x, x * 0.9)
+
+
+@needs_vmaf
+def test_grayscale_images_score_like_their_rgb_replica():
+  g = skdata.camera()[100:164, 100:164, None]
+  noisy = np.clip(g + np.random.default_rng(0).normal(0, 8, g.shape), 0, 255).astype(np.uint8)
+  assert vmaf.vmaf_image(g, g) == pytest.approx(97.43, abs=0.1)
+  # VMAF uses luma only; gray -> YUV and RGB -> YUV round differently, hence not exactly equal
+  rgb = vmaf.vmaf_image(np.repeat(g, 3, -1), np.repeat(noisy, 3, -1))
+  assert vmaf.vmaf_image(g, noisy) == pytest.approx(rgb, abs=0.5) and rgb < 95
