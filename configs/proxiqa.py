@@ -21,7 +21,8 @@ proxy_error |M_hat - SSIM| 0.134 -> 0.041, training SSIM 0.23 -> 0.63, bpp 1.29 
 through real files on 4 `sample` images: 0.51 bpp, 24.6 dB PSNR, MS-SSIM 0.83 (eval.json in the workdir).
 At small scale (docs/proxiqa.md, "Paired fine-tuning": N=M=64, MSE bases of 10k steps, then 2k-step MSE and
 SSIM_p fine-tunes of each with `--config.init_from`, Kodak): SSIM_p SSIM BD-rate -0.9%, PSNR BD-rate +10% against
-the MSE fine-tunes, the paper's direction at about 1/20 of its magnitude; VMAF_p fine-tunes +0.11 to +0.42 VMAF
+the MSE fine-tunes, the paper's direction at about 1/20 of its magnitude (higher SSIM at all 4 lambdas with
+2 seeds); VMAF_p fine-tunes +0.11 to +0.42 VMAF
 at equal rate; MS-SSIM_p no MS-SSIM gain (its proxy's gradient is unaligned with MS-SSIM's; docs/proxiqa.md).
 
 Hyper-parameters from the paper (Sec. III-B, III-D): alpha = 3e-3 for SSIM / MS-SSIM and 1.5e-3 for VMAF; M_max = 1
