@@ -190,7 +190,6 @@ def rd_curve_from_points(name: str, points: Iterable[tuple[Any, Callable[[np.nda
                          extra_metrics: Mapping[str, ExtraMetric] | None = None
                          ) -> RDCurve:
   """Measures every `(param, encode, decode)` operating point on every image (see `measure`); means per point."""
-  _check_extra_keys(extra_metrics)  # before any image is coded
   imgs = load_images(images)
   params, per_point = [], []
   for param, encode, decode in points:

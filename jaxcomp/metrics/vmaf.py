@@ -88,8 +88,8 @@ def vmaf_scores(x_BHW3: np.ndarray, x_hat_BHW3: np.ndarray) -> np.ndarray:
 
 
 def vmaf_image(original_HWC: np.ndarray, decoded_HWC: np.ndarray) -> float:
-  """VMAF of one decoded uint8 RGB image against its original (an `extra_metrics` entry of the RD code); NaN
-  (n/a) for images under `VMAF_MIN_SIDE` px a side."""
+  """VMAF of one decoded uint8 image (RGB or 1-channel) against its original (an `extra_metrics` entry of the RD
+  code); NaN (n/a) for images under `VMAF_MIN_SIDE` px a side."""
   if min(np.shape(original_HWC)[:2]) < VMAF_MIN_SIDE:
     return math.nan
   return float(vmaf_scores(np.asarray(original_HWC)[None] / 255.0, np.asarray(decoded_HWC)[None] / 255.0)[0])
