@@ -23,7 +23,7 @@ At small scale (docs/proxiqa.md, "Paired fine-tuning": N=M=64, MSE bases of 10k 
 SSIM_p fine-tunes of each with `--config.init_from`, Kodak): SSIM_p SSIM BD-rate -0.9%, PSNR BD-rate +10% against
 the MSE fine-tunes, the paper's direction at about 1/20 of its magnitude (higher SSIM at all 4 lambdas with
 2 seeds); VMAF_p fine-tunes +0.11 to +0.42 VMAF at equal rate (second seed +0.36 to +0.75); MS-SSIM_p no
-MS-SSIM gain (its proxy's gradient is unaligned with MS-SSIM's; docs/proxiqa.md).
+MS-SSIM gain with 2 seeds (its proxy's gradient is unaligned with MS-SSIM's; docs/proxiqa.md).
 
 Hyper-parameters from the paper (Sec. III-B, III-D): alpha = 3e-3 for SSIM / MS-SSIM and 1.5e-3 for VMAF; M_max = 1
 (VMAF enters as VMAF / 100: alphas of one size imply metrics on one scale, and on 0-100 a fresh proxy's term

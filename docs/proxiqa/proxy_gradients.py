@@ -28,12 +28,6 @@ from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as proxiqa
 
-p = argparse.ArgumentParser()
-p.add_argument("workdirs", nargs="+")
-p.add_argument("--batches", type=int, default=16)
-p.add_argument("--out", default="")
-a = p.parse_args()
-
 
 def cosine(u, v):
   return jnp.sum(u * v, axis=(1, 2, 3)) / (jnp.linalg.norm(u.reshape(len(u), -1), axis=1)
@@ -44,20 +38,20 @@ def norm(u):
   return jnp.linalg.norm(u.reshape(len(u), -1), axis=1)
 
 
-rows = []
-for wd in a.workdirs:
-  path, _, step = wd.partition("@")
-  config, state = harness.load_for_eval(path, int(step) if step else None)
-  if not proxiqa.perceptual(config):
-    raise SystemExit(f"{wd}: not a perceptual run (config.metric is empty)")
+def analyse(wd, config, codec_params, proxy_params, batches, metric_name=None, alpha=None, m_max=None):
+  """One row of the table: `proxy_params` (a ProxIQA network) against the true metric on `batches` training
+  batches of `config`'s data, with x_hat from the codec with `codec_params`; metric, alpha and M_max default to
+  `config`'s (pass them for an MSE codec, whose config has none)."""
   model, proxy = proxiqa.build_model(config), models.ProxIQANet()
-  metric = proxiqa.device_metric(config.metric, config.patch_size)
-  codec_params = jax.tree.map(jnp.asarray, state["codec"]["params"])
-  proxy_params = jax.tree.map(jnp.asarray, state["proxy"]["params"])
-  alpha, m_max = float(config.alpha), float(config.m_max)
+  metric_name = metric_name or config.metric
+  metric = proxiqa.device_metric(metric_name, config.patch_size)
+  codec_params = jax.tree.map(jnp.asarray, codec_params)
+  proxy_params = jax.tree.map(jnp.asarray, proxy_params)
+  alpha = float(config.alpha if alpha is None else alpha)
+  m_max = float(config.m_max if m_max is None else m_max)
 
   @jax.jit
-  def analyse(images, key):
+  def analyse_batch(images, key):
     x = images.astype(jnp.float32) / 255.0
     out = model.apply({"params": codec_params}, x, training=True, quantizer=config.quantizer, rngs={"noise": key})
     x_hat = jnp.clip(out["x_hat"], 0.0, 1.0)
@@ -88,13 +82,13 @@ for wd in a.workdirs:
   loader = proxiqa.make_train_loader(config)
   key = jax.random.key(config.seed)
   acc = {}
-  for i, batch in zip(range(a.batches), iter(loader)):
+  for i, batch in zip(range(batches), iter(loader)):
     images = np.asarray(batch["image"]).reshape(-1, *np.asarray(batch["image"]).shape[-3:])
-    r = jax.device_get(analyse(images, jax.random.fold_in(key, i)))
+    r = jax.device_get(analyse_batch(images, jax.random.fold_in(key, i)))
     for k, v in r.items():
       acc.setdefault(k, []).append(np.asarray(v))
   acc = {k: np.concatenate(v) for k, v in acc.items()}
-  row = {"workdir": wd, "metric": config.metric, "alpha": alpha, "lambda": float(config.lmbda),
+  row = {"workdir": wd, "metric": metric_name, "alpha": alpha, "lambda": float(config.lmbda),
          "patch": int(config.patch_size), "images": len(acc["m"]),
          "cos": float(np.median(acc["cos_proxy_true"])),
          "cos_q": tuple(float(q) for q in np.quantile(acc["cos_proxy_true"], [0.25, 0.75])),
@@ -109,23 +103,48 @@ for wd in a.workdirs:
   for k in ("param_cos_proxy_true", "param_cos_true_pixel", "param_cos_proxy_pixel", "param_proxy_over_pixel",
             "param_true_over_pixel"):
     row[k] = float(np.median(acc[k]))
-  print(row, flush=True)
-  rows.append(row)
+  return row
 
-lines = ["| workdir | metric (window) | alpha | lambda | crop | images | x_hat space: cos(proxy, true) median "
-         "[IQR] | norm proxy / true | norm proxy / pixel | norm true / pixel | parameter space (median over batches): "
-         "cos(proxy, true) | cos(true, pixel) | cos(proxy, pixel) | norm proxy / pixel | norm true / pixel | "
-         "Pearson(M_hat, M) | mean abs error | M mean (std) | M_hat(x, x) mean | Pearson(M_hat(x, x), M_hat(x, x_hat)) |",
-         "|---" * 20 + "|"]
-for r in rows:
-  win = proxiqa.ms_ssim_window(r["patch"]) if r["metric"] == "ms_ssim" else 11
-  lines.append(f"| {r['workdir']} | {r['metric']} ({win}x{win}) | {r['alpha']:g} | {r['lambda']:g} | {r['patch']} | "
-               f"{r['images']} | {r['cos']:.3f} [{r['cos_q'][0]:.3f}, {r['cos_q'][1]:.3f}] | "
-               f"{r['proxy_over_true']:.2f} | {r['proxy_over_pixel']:.3f} | {r['true_over_pixel']:.3f} | "
-               f"{r['param_cos_proxy_true']:.3f} | {r['param_cos_true_pixel']:.3f} | {r['param_cos_proxy_pixel']:.3f} | "
-               f"{r['param_proxy_over_pixel']:.3f} | {r['param_true_over_pixel']:.3f} | "
-               f"{r['pearson']:.3f} | {r['mae']:.4f} | {r['m_mean']:.4f} ({r['m_std']:.4f}) | {r['m_hat_pristine']:.4f} | "
-               f"{r['pearson_pristine']:.3f} |")
-print("\n".join(lines))
-if a.out:
-  write_text_atomic(pathlib.Path(a.out), "\n".join(lines) + "\n")
+
+def table(rows):
+  """The markdown table of `analyse` rows."""
+  lines = ["| workdir | metric (window) | alpha | lambda | crop | images | x_hat space: cos(proxy, true) median "
+           "[IQR] | norm proxy / true | norm proxy / pixel | norm true / pixel | parameter space (median over batches): "
+           "cos(proxy, true) | cos(true, pixel) | cos(proxy, pixel) | norm proxy / pixel | norm true / pixel | "
+           "Pearson(M_hat, M) | mean abs error | M mean (std) | M_hat(x, x) mean | Pearson(M_hat(x, x), M_hat(x, x_hat)) |",
+           "|---" * 20 + "|"]
+  for r in rows:
+    win = proxiqa.ms_ssim_window(r["patch"]) if r["metric"] == "ms_ssim" else 11
+    lines.append(f"| {r['workdir']} | {r['metric']} ({win}x{win}) | {r['alpha']:g} | {r['lambda']:g} | {r['patch']} | "
+                 f"{r['images']} | {r['cos']:.3f} [{r['cos_q'][0]:.3f}, {r['cos_q'][1]:.3f}] | "
+                 f"{r['proxy_over_true']:.2f} | {r['proxy_over_pixel']:.3f} | {r['true_over_pixel']:.3f} | "
+                 f"{r['param_cos_proxy_true']:.3f} | {r['param_cos_true_pixel']:.3f} | {r['param_cos_proxy_pixel']:.3f} | "
+                 f"{r['param_proxy_over_pixel']:.3f} | {r['param_true_over_pixel']:.3f} | "
+                 f"{r['pearson']:.3f} | {r['mae']:.4f} | {r['m_mean']:.4f} ({r['m_std']:.4f}) | {r['m_hat_pristine']:.4f} | "
+                 f"{r['pearson_pristine']:.3f} |")
+  return "\n".join(lines)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("workdirs", nargs="+")
+  p.add_argument("--batches", type=int, default=16)
+  p.add_argument("--out", default="")
+  a = p.parse_args()
+  rows = []
+  for wd in a.workdirs:
+    path, _, step = wd.partition("@")
+    config, state = harness.load_for_eval(path, int(step) if step else None)
+    if not proxiqa.perceptual(config):
+      raise SystemExit(f"{wd}: not a perceptual run (config.metric is empty)")
+    row = analyse(wd, config, state["codec"]["params"], state["proxy"]["params"], a.batches)
+    print(row, flush=True)
+    rows.append(row)
+  text = table(rows)
+  print(text)
+  if a.out:
+    write_text_atomic(pathlib.Path(a.out), text + "\n")
+
+
+if __name__ == "__main__":
+  main()
