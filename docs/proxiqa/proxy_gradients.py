@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp import train as harness
+from jaxcomp.errors import JaxcompError
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as proxiqa
@@ -36,6 +37,20 @@ def cosine(u, v):
 
 def norm(u):
   return jnp.linalg.norm(u.reshape(len(u), -1), axis=1)
+
+
+def load_run(spec):
+  """`(config, state)` of a ProxIQA workdir given as WORKDIR[@STEP]; bad input ends the script with one line."""
+  path, _, step = spec.partition("@")
+  if step and not step.isdigit():
+    raise SystemExit(f"{spec}: STEP must be a checkpoint step number")
+  try:
+    config, state = harness.load_for_eval(path, int(step) if step else None)
+  except JaxcompError as e:
+    raise SystemExit(f"{spec}: {e}") from None
+  if config.get("method") != "proxiqa":
+    raise SystemExit(f"{spec}: not a ProxIQA workdir (method {config.get('method')!r})")
+  return config, state
 
 
 def analyse(wd, config, codec_params, proxy_params, batches, metric_name=None, alpha=None, m_max=None):
@@ -133,8 +148,7 @@ def main():
   a = p.parse_args()
   rows = []
   for wd in a.workdirs:
-    path, _, step = wd.partition("@")
-    config, state = harness.load_for_eval(path, int(step) if step else None)
+    config, state = load_run(wd)
     if not proxiqa.perceptual(config):
       raise SystemExit(f"{wd}: not a perceptual run (config.metric is empty)")
     row = analyse(wd, config, state["codec"]["params"], state["proxy"]["params"], a.batches)

@@ -27,7 +27,6 @@ import numpy as np
 import optax
 
 import proxy_gradients
-from jaxcomp import train as harness
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as proxiqa
@@ -102,8 +101,11 @@ def main():
   p.add_argument("--batches", type=int, default=16)
   p.add_argument("--out", default="")
   a = p.parse_args()
-  path, _, at = a.workdir.partition("@")
-  config, state = harness.load_for_eval(path, int(at) if at else None)
+  if not 0.0 < a.fraction <= 1.0:
+    p.error(f"--fraction {a.fraction:g} must be in (0, 1]")
+  if min(a.steps) < 1 or a.batches < 1:
+    p.error("--steps and --batches must be positive")
+  config, state = proxy_gradients.load_run(a.workdir)
   rows = []
   for mode in a.modes:
     start = time.time()
