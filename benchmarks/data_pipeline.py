@@ -25,10 +25,10 @@ def crops_per_second(source, num_workers: int, crop: int, batch: int, seconds: f
   Warm-up: 2 batches per worker, or with the cache on one full pass over the data in every worker, so the timed
   part measures the steady state of the whole run.
   """
-  from jaxcomp.data import make_loader  # noqa: PLC0415
+  from jaxcomp.data import LoaderOptions, make_loader  # noqa: PLC0415
 
-  it = iter(make_loader(source, crop_size=crop, global_batch_size=batch, seed=0, num_workers=num_workers,
-                        shard_index=0, shard_count=1))
+  it = iter(make_loader(source, patch_size=crop, global_batch_size=batch, seed=0, num_workers=num_workers,
+                        options=LoaderOptions(shard_index=0, shard_count=1)))
   warm = 2 * max(num_workers, 1)
   if source.cache:
     warm = max(warm, -(-len(source) // batch) * max(num_workers, 1) + max(num_workers, 1))

@@ -9,7 +9,7 @@ Measures (medians over repeats, after a warm-up):
   with a BLS model of CompressAI's bmshj2018-factorized size (N=128, M=192, randomly initialised: the time does not
   depend on training), alternated with CompressAI's `bmshj2018_factorized(quality=3)` `compress` / `decompress`
   (after `update()`, also randomly initialised) when `import compressai` works: run the script with
-  /work/venv-cai/bin/python (a venv with torch + CompressAI that also sees jaxcomp) to get both.
+  the python of a venv with torch + CompressAI that also sees jaxcomp to get both.
 
 The latent is synthetic but shaped like a trained BLS model's: per-channel Laplacians whose scales are log-uniform
 from 0.05 to 6 (many channels nearly always 0, a few wide ones) around small per-channel offsets; the
@@ -22,6 +22,7 @@ usage: python benchmarks/entropy_coding.py [--repeats 20] [--whole-repeats 7] [-
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pathlib
 import sys
@@ -160,7 +161,7 @@ def whole_codec(image_path: pathlib.Path, repeats: int) -> str:
          "jaxcomp g_s alone (jit, on device)": lambda: codec._synthesis(codec.variables, y_hat).block_until_ready()}
   del y
   peer = _compressai_zoo()
-  cai_note = "CompressAI not importable in this interpreter: no peer rows (run with /work/venv-cai/bin/python)."
+  cai_note = "CompressAI not importable in this interpreter: no peer rows (run it with a torch + CompressAI venv)."
   if peer is not None:
     torch, bmshj2018_factorized = peer
     import compressai
@@ -293,7 +294,8 @@ def main(argv=None) -> str:
 
   whole = whole_codec(args.image, args.whole_repeats) if args.image.exists() else \
       f"(whole-codec timing skipped: {args.image} not found)\n"
-  interpreter = "python" if "venv-cai" not in sys.executable else "/work/venv-cai/bin/python"
+  # The recorded command names no machine path: a placeholder for the CompressAI venv when the peer rows ran.
+  interpreter = "/path/to/compressai-venv/bin/python" if importlib.util.find_spec("compressai") else "python"
   cmd = (f"flock /tmp/jaxcomp_timing.lock {interpreter} benchmarks/entropy_coding.py"
          + (f" --repeats {args.repeats}" if args.repeats != 20 else "")
          + (f" --whole-repeats {args.whole_repeats}" if args.whole_repeats != 7 else ""))

@@ -7,7 +7,7 @@ micro-benchmark behind `jaxcomp.nn.ConvTranspose`.
 Both steps do the same work: forward with uniform noise, rate + 255^2 * lambda * MSE, backward, Adam on the
 transforms and Adam on the quantiles (aux loss). Timings are medians after a warm-up; compile time is excluded and
 reported separately. The two implementations are timed alternately (the machine is shared and noisy) and the ratio is
-the figure to quote. PyTorch runs with OMP_WAIT_POLICY=PASSIVE (see /work/shared/notes/performance.md). torch and
+the figure to quote. PyTorch runs with OMP_WAIT_POLICY=PASSIVE (see ../shared/notes/performance.md). torch and
 CompressAI are optional: without them only the JAX figures are written. The JAX step is timed twice, with XLA's
 default CPU options and with `jaxcomp.nn.cpu_compiler_options()` (convolutions on Eigen instead of YNNPACK).
 """

@@ -20,9 +20,8 @@ crops with 7x7 windows (5 scales with the standard 11x11 window need 161 px); pl
 
 Expected result (paper, Fig. 2 / Table 1-2): on Kodak, SSIM 0.871 at 0.6 bpp (above JPEG's 0.828 and JPEG 2000's
 0.793 at the same rate), and pruning lowers the rate from 1.68 to 1.26 bpp (zeros in z_hat from 7.8% to 17.7%)
-against the `no_admm` run. Expect those only after the full 300 epochs on a GPU/TPU. On a 2-core CPU, `demo`
-(4 min of CPU time) gives on Kodak (real files) 0.29 bpp, 20.8 dB, SSIM 0.58 with ADMM against 0.35 bpp, 21.3 dB,
-SSIM 0.61 with `--config.admm.enabled=False`: less rate and more zeros, but lower quality (docs/cae_admm.md).
+against the `no_admm` run. Expect those only after the full 300 epochs on a GPU/TPU; what `demo` gives on a
+2-core CPU, with its command: docs/cae_admm.md.
 Batch 32 of the default model needs `--config.model.remat=True` on a 24 GiB CPU host (36 GiB of activations
 without it).
 """
@@ -30,6 +29,8 @@ without it).
 from __future__ import annotations
 
 import ml_collections
+
+from jaxcomp.train.config import add_shared
 
 VARIANTS = {
     "default": "paper settings: 15 residual blocks, 32 latent channels, ADMM pruning keeping 10% every 20 epochs",
@@ -48,8 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "cae_admm"
   c.variant = variant
-  c.seed = 0
-  c.parallel = "pmap"
+  # Shared keys (jaxcomp.train.config): Section 4.2-4.3 values; the paper trains on BSDS500, evaluates on Kodak.
+  add_shared(c, train_data="sample", eval_data="sample", patch_size=128, global_batch_size=32, learning_rate=4e-3,
+             steps=0, log_every=10, eval_every=200, checkpoint_every=500)
 
   # Model (models.py, Section 4.1; widths/kernels from the authors' model, the paper is silent).
   c.model = ml_collections.ConfigDict(dict(
@@ -65,21 +67,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       remat=False,                # rematerialise residual blocks in backward: batch 32 on one 24 GiB CPU host needs it
   ))
 
-  # Data (Section 4.3).
-  c.train_data = "sample"         # paper: BSDS500 (a folder or tfds name for jaxcomp.data.get_source)
-  c.eval_data = "sample"          # paper: Kodak
-  c.crop_size = 128
+  # Data (Section 4.3): random 128x128 crops (patch_size) with both flips.
   c.flips = True
-  c.max_eval_images = 0           # 0: all
 
   # Optimisation (Section 4.2).
-  c.global_batch_size = 32
-  c.learning_rate = 4e-3
   c.plateau_factor = 0.5
   c.plateau_patience = 10         # epochs
   c.plateau_rtol = 1e-4
-  c.epochs = 300
-  c.steps = 0                     # 0: epochs x epoch length
+  c.epochs = 300                  # used when steps = 0: epochs x epoch length
   c.epoch_steps = 0               # epoch length in steps; 0: one pass, round(records / global_batch_size)
 
   # Distortion d (Section 4.2): weights of MSE, (psnr_offset - PSNR), (1 - SSIM), (1 - MS-SSIM), on [0, 1] images.
@@ -104,14 +99,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       precision=16,
   ))
 
-  # Harness.
-  c.log_every = 10
-  c.eval_every_epochs = 10
-  c.checkpoint_every = 500
-  c.keep_checkpoints = 3
-  c.best_metric = ""
-  c.best_mode = "min"
-
   if variant == "no_admm":
     c.admm.enabled = False
   if variant == "demo":
@@ -119,14 +106,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.stem_features = (16, 32, 32)
     c.model.num_res_blocks = 2
     c.model.down_features = (32, 16)
-    c.crop_size = 64
+    c.patch_size = 64
     c.global_batch_size = 8
     c.epoch_steps = 10            # `sample` has 11 training records: one pass would be a 1-step epoch
     c.epochs = 60
     c.loss.ms_ssim = 0.0          # MS-SSIM needs > 97 px even with 7x7 windows
     c.admm.every_epochs = 5
     c.admm.batch_size = 11
-    c.eval_every_epochs = 5
+    c.eval_every = 50               # 5 epochs
     c.log_every = 10
     c.checkpoint_every = 100
   if variant == "tiny":
@@ -134,7 +121,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.stem_features = (4, 8, 8)
     c.model.num_res_blocks = 1
     c.model.down_features = (8, 6)
-    c.crop_size = 32
+    c.patch_size = 32
     c.global_batch_size = 8
     c.epochs = 3
     c.loss.ms_ssim = 0.0          # MS-SSIM needs > 97 px even with 7x7 windows
@@ -143,8 +130,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.admm.batch_size = 4
     c.codec.table_images = 4
     c.log_every = 1
-    c.eval_every_epochs = 3
+    c.eval_every = 0
     c.checkpoint_every = 2
-    c.max_eval_images = 1
+    c.eval_max_images = 1
   c.lock()
   return c

@@ -14,16 +14,8 @@ in a few minutes on a 2-core CPU and is the README's example job.
 
 Expected result (paper, Table III, Kodak, BD-rate against the MSE-optimised BLS): BLS SSIM_p -21% SSIM BD-rate,
 BLS MS-SSIM_p -22% MS-SSIM BD-rate, BLS VMAF_p -23% VMAF BD-rate, each at a cost in PSNR BD-rate (+16%, +12%, +5%)
-after the full 2.1M-step schedule on ImageNet. The `demo` variant only shows the mechanism: the proxy's prediction
-M_hat tracks the true SSIM of the reconstructions while the rate falls. Measured (`jaxcomp train --config
-configs/proxiqa.py:demo`, 1 CPU device, 1.6 min wall including compile and eval): from step 25 to step 600,
-proxy_error |M_hat - SSIM| 0.134 -> 0.041, training SSIM 0.23 -> 0.63, bpp 1.29 -> 0.50, PSNR 14.7 -> 25.1 dB; eval
-through real files on 4 `sample` images: 0.51 bpp, 24.6 dB PSNR, MS-SSIM 0.83 (eval.json in the workdir).
-At small scale (docs/proxiqa.md, "Paired fine-tuning": N=M=64, MSE bases of 10k steps, then 2k-step MSE and
-SSIM_p fine-tunes of each with `--config.init_from`, Kodak): SSIM_p SSIM BD-rate -0.9%, PSNR BD-rate +10% against
-the MSE fine-tunes, the paper's direction at about 1/20 of its magnitude (higher SSIM at all 4 lambdas with
-2 seeds); VMAF_p fine-tunes +0.11 to +0.42 VMAF at equal rate (second seed +0.36 to +0.75); MS-SSIM_p no
-MS-SSIM gain with 2 seeds (its proxy's gradient is unaligned with MS-SSIM's; docs/proxiqa.md).
+after the full 2.1M-step schedule on ImageNet. What the `demo` variant and the small-scale CPU runs give, with
+their commands: docs/proxiqa.md.
 
 Hyper-parameters from the paper (Sec. III-B, III-D): alpha = 3e-3 for SSIM / MS-SSIM and 1.5e-3 for VMAF; M_max = 1
 (VMAF enters as VMAF / 100: alphas of one size imply metrics on one scale, and on 0-100 a fresh proxy's term
@@ -46,6 +38,8 @@ script does.
 from __future__ import annotations
 
 import ml_collections
+
+from jaxcomp.train.config import add_shared
 
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
 """CompressAI's lambdas for MSE-optimised bmshj2018 models, quality 1..8 (weights of 255^2 * MSE)."""
@@ -85,8 +79,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "proxiqa"
   c.variant = variant
-  c.seed = 0
-  c.parallel = "pmap"
+  # Shared keys (jaxcomp.train.config), Sec. III-D: Adam at 1e-4 for 2.1M steps, mini-batches of 8 patches of
+  # 128x128. The paper used 6507 ImageNet images: point `train_data` at a folder of training images (or a tfds
+  # name); `sample` is the small built-in set. `init_from`: e.g. an SSIM_p fine-tune of an MSE model (same model,
+  # N, M); optimizers, proxy and step count start fresh.
+  add_shared(c, train_data="sample", eval_data="sample", patch_size=128, global_batch_size=8, steps=2_100_000,
+             learning_rate=1e-4, log_every=100, checkpoint_every=10_000)
 
   # Compression network (models.py).
   c.model = "bls"
@@ -110,34 +108,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.distortion_scale = 255.0 ** 2
 
   # Optimisation (Sec. III-D): Adam for both networks, 1e-4 for 2M steps then 1e-5 for 100K.
-  c.steps = 2_100_000
-  c.learning_rate = 1e-4
   c.lr_boundary = 2_000_000
   c.lr_after = 1e-5
   c.proxy_learning_rate = 1e-4
   c.aux_learning_rate = 1e-3
   c.adam_b1 = 0.9
   c.adam_b2 = 0.999
-
-  # Data (Sec. III-D): 8 patches of 128x128 per mini-batch. The paper used 6507 ImageNet images; point
-  # `train_data` at a folder of training images (or a tfds name); `sample` is the small built-in set.
-  c.train_data = "sample"
-  c.eval_data = "sample"
-  c.global_batch_size = 8
-  c.patch_size = 128
-  c.num_workers = 0
-
-  # Harness.
-  c.log_every = 100
-  c.checkpoint_every = 10_000
-  c.keep_checkpoints = 3
-  c.best_metric = ""
-  c.best_mode = "min"
-  c.eval_max_images = 0  # 0 = all images of eval_data
-  # Warm start: a workdir whose latest codec parameters initialise this run when it starts from scratch (e.g. an
-  # SSIM_p fine-tune of an MSE model; same model, N, M). Optimizers, proxy and step count start fresh; a resume
-  # of this run's own checkpoint ignores it.
-  c.init_from = ""
 
   model, loss = variant.split("_", 1) if variant not in ("tiny", "demo") else ("bls", "ssim_p")
   c.model = model

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from jaxcomp.train.config import add_shared
+
 CELLS = ("lstm", "gru", "delta_rnn", "elman", "mlp")
 ALGORITHMS = ("bptt", "sab", "uoro", "rtrl")
 
@@ -58,8 +60,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = "rnn_decoder"
   c.variant = variant
-  c.seed = 0
-  c.parallel = "pmap"
+  # Shared keys (jaxcomp.train.config), Sec. 3.1-3.2: batch 256, step size 2e-4; patch_size is the JPEG block
+  # (8) or, for JPEG 2000, the paper's 64x64 tiles.
+  add_shared(c, train_data="sample", eval_data="sample", patch_size=64 if jp2 else 8, global_batch_size=256,
+             learning_rate=2e-4, steps=200_000, log_every=100, eval_every=5000, checkpoint_every=5000,
+             best_metric="val_psnr", best_mode="max")
 
   # Model (models.py): Sec. 2 and 3.2.
   c.cell = cell
@@ -74,34 +79,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.uoro_eps = 1e-7
 
   # Data (patches.py): Sec. 3.1.
-  c.train_data = "sample"  # "sample", a folder, or a tfds name (jaxcomp.data.get_source)
-  c.eval_data = "sample"
   c.codec = "jpeg2000" if jp2 else "jpeg"
-  c.patch = 64 if jp2 else 8  # the JPEG block; JPEG 2000: the paper's 64x64 tiles
   c.bpp_low = 0.35
   c.bpp_high = 1.02
   c.eval_bpp = 0.37  # Table 3's Kodak rate
   c.max_train_images = 0  # 0: all
-  c.max_eval_images = 0
   c.eval_batch_size = 4096
 
   # Optimisation: SGD + momentum, polynomial decay from 2e-4, clipping at 13, batch 256 (Sec. 3.2).
-  c.global_batch_size = 256
-  c.learning_rate = 2e-4
   c.lr_end_fraction = 0.01
   c.lr_power = 2.0
   c.momentum = 0.9
   c.clip_norm = 13.0
-  c.steps = 200_000
   c.decay_steps = 0  # 0: decay over `steps`; set it to stop the schedule depending on where a run stops
-
-  # Harness.
-  c.log_every = 100
-  c.eval_every = 5000
-  c.checkpoint_every = 5000
-  c.keep_checkpoints = 3
-  c.best_metric = "val_psnr"
-  c.best_mode = "max"
 
   if variant == "tiny":
     c.hidden = 8
@@ -112,7 +102,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every = 3
     c.checkpoint_every = 2
     c.max_train_images = 2
-    c.max_eval_images = 1
+    c.eval_max_images = 1
     c.eval_batch_size = 512
   c.lock()
   return c

@@ -1,13 +1,14 @@
 """`jaxcomp` command line: a thin layer that parses flags and dispatches to the methods and the harness.
 
-  jaxcomp list
+  jaxcomp list [--configs_dir DIR]
   jaxcomp train --config configs/<method>.py[:variant] --workdir DIR [--config.key=value ...]
-  jaxcomp eval --workdir DIR (--data FOLDER | --dataset NAME) [--max_images N]
+  jaxcomp eval --workdir DIR (--data FOLDER | --dataset NAME) [--step N] [--max_images N]
   jaxcomp rd --workdir DIR1 --workdir DIR2 ... (--data FOLDER | --dataset NAME) --out OUTDIR
-      [--baselines jpeg420,jpeg2000,webp] [--anchor CURVE]
-  jaxcomp compress --workdir DIR in.png out.jxc
-  jaxcomp decompress --workdir DIR in.jxc out.png
+      [--max_images N] [--baselines jpeg420,jpeg2000,webp] [--anchor CURVE]
+  jaxcomp compress --workdir DIR [--step N] in.png out.jxc
+  jaxcomp decompress --workdir DIR [--step N] in.jxc out.png
 
+`jaxcomp <command> --help` prints the command's flags with their defaults; a command refuses the flags of others.
 `eval` codes every image to a real file and back and prints a table (per image and mean: bpp from the file size,
 the entropy model's estimate and their gap, PSNR RGB / YUV, SSIM, MS-SSIM, times, JPEG 4:2:0 at the same rate);
 the full results go to DIR/eval/<data>.json. `rd` makes RD curves from several workdirs: workdirs whose saved
@@ -21,6 +22,7 @@ Flags follow absl / ml_collections config_flags (the big_vision / flax-examples 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import io
 import json
@@ -28,7 +30,7 @@ import pathlib
 import re
 import sys
 import types
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from absl import flags
 from ml_collections import config_flags
@@ -40,28 +42,96 @@ USAGE = __doc__.split("\n\n")[1]
 _REPO_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 
-def _define_flags(argv: Sequence[str]) -> flags.FlagValues:
+class _Flag(NamedTuple):
+  define: Callable[..., Any] | None  # absl's DEFINE_*; None for --config (config_flags.DEFINE_config_file)
+  metavar: str
+  default: Any
+  help: str
+  unset: str | None = None  # what leaving a flag without default out means, for --help
+
+
+_FLAGS = {
+    "config": _Flag(None, "FILE[:variant]", None, "config file, configs/<method>.py[:variant]", "required"),
+    "workdir": _Flag(flags.DEFINE_multi_string, "DIR", None, "run folder: checkpoints, logs, saved config",
+                     "required"),
+    "data": _Flag(flags.DEFINE_string, "FOLDER", None, "a folder of images; give this or --dataset", "none"),
+    "dataset": _Flag(flags.DEFINE_string, "NAME", None, "a tfds dataset name, or 'sample'; give this or --data",
+                     "none"),
+    "step": _Flag(flags.DEFINE_integer, "N", None, "checkpoint step", "the latest"),
+    "max_images": _Flag(flags.DEFINE_integer, "N", None, "at most this many images; 0 = all", "all"),
+    "out": _Flag(flags.DEFINE_string, "OUTDIR", None, "output folder", "required"),
+    "baselines": _Flag(flags.DEFINE_list, "A,B,...", ["jpeg420", "jpeg2000", "webp"],
+                       "Pillow baselines: jpeg420, jpeg444, jpeg2000, webp, avif; empty for none"),
+    "anchor": _Flag(flags.DEFINE_string, "CURVE", None, "curve the BD-rates are measured against",
+                    "the first workdir's curve"),
+    "configs_dir": _Flag(flags.DEFINE_string, "DIR", None, "folder of config files", "./configs, else the repo's"),
+}
+# The flags each command takes, in --help order; any other flag is refused. Keep USAGE (above) and README in step.
+COMMAND_FLAGS = {
+    "list": ("configs_dir",),
+    "train": ("config", "workdir"),
+    "eval": ("workdir", "data", "dataset", "step", "max_images"),
+    "rd": ("workdir", "data", "dataset", "max_images", "out", "baselines", "anchor"),
+    "compress": ("workdir", "step"),
+    "decompress": ("workdir", "step"),
+}
+_FLAG_OVERRIDES = {  # (command, flag): the _Flag fields that differ for that command
+    ("rd", "workdir"): {"help": "a run folder; repeat the flag, one workdir per rate point"},
+    ("eval", "max_images"): {"unset": "the config's eval_max_images"},
+}
+_REFUSAL_NOTES = {("rd", "step"): "it uses each workdir's latest checkpoint"}
+
+
+def _flag(command: str, name: str) -> _Flag:
+  return _FLAGS[name]._replace(**_FLAG_OVERRIDES.get((command, name), {}))
+
+
+def _define_flags(argv: Sequence[str], command: str) -> flags.FlagValues:
+  """A FlagValues holding only the flags `command` takes, so absl itself refuses the others."""
   # A private FlagValues, so main() can run several times in one process (tests) and never clashes with absl.FLAGS.
   fv = flags.FlagValues()
   fv.set_gnu_getopt(True)  # flags may follow positional arguments (`compress in.png out.jxc --workdir RUN`)
-  # sys_argv: config_flags discovers the --config.key overrides from it (default: sys.argv, wrong in-process).
-  config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:variant]", flag_values=fv, lock_config=True,
-                                  sys_argv=list(argv))
-  flags.DEFINE_multi_string("workdir", None, "run folder: checkpoints, logs, saved config (rd: several)",
-                            flag_values=fv)
-  flags.DEFINE_string("data", None, "eval: an image folder", flag_values=fv)
-  flags.DEFINE_string("dataset", None, "eval: a tfds dataset name, or 'sample'", flag_values=fv)
-  flags.DEFINE_integer("step", None, "eval/compress/decompress: checkpoint step (default: latest)", flag_values=fv)
-  flags.DEFINE_integer("max_images", None, "eval/rd: at most this many images (default: the config's "
-                       "eval_max_images for eval, all for rd; 0 = all)", flag_values=fv)
-  flags.DEFINE_string("out", None, "rd: output folder", flag_values=fv)
-  flags.DEFINE_list("baselines", ["jpeg420", "jpeg2000", "webp"], "rd: Pillow baselines to add (jpeg420, "
-                    "jpeg444, jpeg2000, webp, avif; empty for none)", flag_values=fv)
-  flags.DEFINE_string("anchor", None, "rd: curve the BD-rates are measured against (default: the first)",
-                      flag_values=fv)
-  flags.DEFINE_string("configs_dir", None, "list: folder of config files (default: ./configs or the repo's)",
-                      flag_values=fv)
+  for name in COMMAND_FLAGS[command]:
+    f = _flag(command, name)
+    if name == "config":
+      # sys_argv: config_flags discovers the --config.key overrides from it (default: sys.argv, wrong in-process).
+      config_flags.DEFINE_config_file(name, None, f.help, flag_values=fv, lock_config=True, sys_argv=list(argv))
+    elif f.define is flags.DEFINE_integer:
+      f.define(name, f.default, f.help, lower_bound=0, flag_values=fv)  # a negative count or step is a typo
+    else:
+      f.define(name, f.default, f.help, flag_values=fv)
   return fv
+
+
+def _flag_list(command: str) -> str:
+  return ", ".join(f"--{n}" for n in COMMAND_FLAGS[command])
+
+
+def command_usage(command: str) -> str:
+  """The USAGE lines of `command` (with their continuation lines)."""
+  lines, inside = [], False
+  for line in USAGE.splitlines():
+    if line.lstrip().startswith("jaxcomp "):
+      inside = line.split()[1] == command
+    if inside:
+      lines.append(line)
+  return "\n".join(lines)
+
+
+def command_help(command: str) -> str:
+  """`jaxcomp <command> --help`: the usage line(s), then each flag with its default and help."""
+  rows = []
+  for name in COMMAND_FLAGS[command]:
+    f = _flag(command, name)
+    default = ",".join(f.default) if isinstance(f.default, list) else f.default
+    shown = f.unset if default is None else default
+    rows.append((f"--{name} {f.metavar}", f"{f.help} ({'required' if shown == 'required' else 'default: ' + shown})"))
+    if name == "config":
+      rows.append(("--config.key=value", "override one field of the config (repeatable; see `jaxcomp list`)"))
+  rows.append(("-h, --help", "print this help and exit"))
+  width = max(len(r[0]) for r in rows)
+  return (f"usage:\n{command_usage(command)}\n\nflags of {command}:\n"
+          + "\n".join(f"  {left:<{width}s}  {right}" for left, right in rows))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -110,11 +180,22 @@ def _check_config_file(spec: str) -> None:
     raise ConfigError(f"unknown variant {variant!r} for {path_str} (known: {', '.join(known)})")
 
 
-def _flag_error(e: Exception) -> ConfigError:
+def _unrecognized(command: str, name: str) -> ConfigError:
+  """A flag `command` does not define: another command's (named as such), or a typo (with a suggestion)."""
+  if name.split(".")[0] in _FLAGS:
+    note = _REFUSAL_NOTES.get((command, name))
+    return ConfigError(f"{command} does not take --{name}{': ' + note if note else ''} "
+                       f"(flags of {command}: {_flag_list(command)})")
+  close = difflib.get_close_matches(name, COMMAND_FLAGS[command], n=1)
+  hint = f"did you mean --{close[0]}? " if close else ""
+  return ConfigError(f"unknown flag --{name} for {command} ({hint}flags of {command}: {_flag_list(command)})")
+
+
+def _flag_error(e: Exception, command: str) -> ConfigError:
   """One line for an absl / config_flags parse error."""
   msg = str(e)
   if isinstance(e, flags.UnrecognizedFlagError):
-    return ConfigError(f"unknown flag --{getattr(e, 'flagname', msg)}")
+    return _unrecognized(command, getattr(e, "flagname", msg))
   if isinstance(e, (AttributeError, KeyError)):
     # config_flags raises these for --config.<key> naming no field of the locked config; the message is a repr.
     text = msg.replace("\\n", " ").replace("\\'", "'").replace("\n", " ")
@@ -128,15 +209,15 @@ def _flag_error(e: Exception) -> ConfigError:
   return ConfigError(" ".join(msg.split()))
 
 
-def _parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str]]:
-  fv = _define_flags(["jaxcomp", *argv])
-  spec = _config_arg(argv)
+def _parse(argv: Sequence[str], command: str) -> tuple[flags.FlagValues, list[str]]:
+  fv = _define_flags(["jaxcomp", *argv], command)
+  spec = _config_arg(argv) if "config" in COMMAND_FLAGS[command] else None
   if spec is not None:
     _check_config_file(spec)
   try:
     rest = fv(["jaxcomp", *argv])
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-    raise _flag_error(e) from None
+    raise _flag_error(e, command) from None
   return fv, list(rest[1:])
 
 
@@ -144,7 +225,7 @@ def _get_config(fv: flags.FlagValues):
   try:
     config = fv.config
   except (flags.Error, AttributeError, IOError, ValueError) as e:
-    raise _flag_error(e) from None
+    raise _flag_error(e, "train") from None
   if config is None:
     raise ConfigError("--config is required: --config configs/<method>.py[:variant]")
   if "method" not in config:
@@ -168,6 +249,8 @@ def _workdir(fv: flags.FlagValues, must_exist: bool) -> pathlib.Path:
   if len(fv.workdir) > 1:
     raise ConfigError(f"--workdir is given {len(fv.workdir)} times; only `jaxcomp rd` takes several")
   workdir = pathlib.Path(fv.workdir[0])
+  if workdir.exists() and not workdir.is_dir():
+    raise ConfigError(f"workdir {workdir} is a file, not a folder")
   if must_exist and not workdir.is_dir():
     raise ConfigError(f"workdir {workdir} does not exist")
   return workdir
@@ -182,13 +265,15 @@ def cmd_list(fv: flags.FlagValues, args: list[str]) -> int:
   if args:
     raise ConfigError(f"list takes no arguments, got {args}")
   print("methods:")
-  for name, problem in methods.available().items():
-    print(f"  {name:<14s} {methods.METHODS[name] if problem is None else '(not available: ' + problem + ')'}")
+  available = methods.available()
+  width = max((len(name) for name in available), default=0)
+  for name, problem in available.items():
+    print(f"  {name:<{width}s} {methods.METHODS[name] if problem is None else '(not available: ' + problem + ')'}")
   candidates = [pathlib.Path(fv.configs_dir)] if fv.configs_dir else [pathlib.Path("configs"), _REPO_CONFIGS]
   folder = next((c for c in candidates if c.is_dir()), None)
   if folder is None:
     raise DataError(f"configs folder {candidates[0]} not found")
-  print(f"configs ({folder}):")
+  rows: list[tuple[str, str | None]] = []  # (target, description), or (error line, None); printed once all are known
   for path in sorted(folder.glob("*.py")):
     if path.name.startswith("_"):
       continue
@@ -196,15 +281,18 @@ def cmd_list(fv: flags.FlagValues, args: list[str]) -> int:
       module = _load_config_module(path)
     except ConfigError as e:
       if "defines no get_config" not in str(e):  # other Python files beside the configs are not configs
-        print(f"  {path.name}: {e}")
+        rows.append((f"{path.name}: {e}", None))
       continue
     described = variants(module)
     if not described:  # a config without VARIANTS: one line from its docstring
       doc = (module.__doc__ or "").strip().splitlines()
       described = {"": doc[0] if doc else "(no VARIANTS)"}
     for variant, description in described.items():
-      target = f"{path}:{variant}" if variant else str(path)
-      print(f"  {target:<40s} {description}")
+      rows.append((f"{path}:{variant}" if variant else str(path), str(description)))
+  width = max((len(t) for t, d in rows if d is not None), default=0)  # one column, however long the paths
+  print(f"configs ({folder}):")
+  for target, description in rows:
+    print(f"  {target}" if description is None else f"  {target:<{width}s} {description}")
   return 0
 
 
@@ -267,16 +355,17 @@ def cmd_eval(fv: flags.FlagValues, args: list[str]) -> int:
     raise ConfigError(f"eval takes no positional arguments, got {args}")
   spec, name = _data_spec(fv, "eval")
   workdir = _workdir(fv, must_exist=True)
-  config, module = _method_for(workdir, fv.step)
-  if fv.max_images is not None and "eval_max_images" in config:
-    config.eval_max_images = int(fv.max_images)
-  results = module.evaluate(config, str(workdir), spec)
-  text = json.dumps(results, indent=2, sort_keys=True, default=float)
-  from jaxcomp.io_utils import write_text_atomic
-  path = workdir / "eval" / f"{name}.json"
-  write_text_atomic(path, text + "\n")
+  from jaxcomp import evaluation
+  # The one evaluation (also run at the end of `jaxcomp train`): step --step's parameters, every image of the data
+  # unless --max_images.
+  results = evaluation.evaluate_run(workdir, spec, step=fv.step, max_images=fv.max_images or 0)
+  path = evaluation.report_path(workdir, name)
+  _write(path, (json.dumps(results, indent=2, sort_keys=True, default=float) + "\n").encode())
   print(_summary(results))
-  print(f"results: {path}")
+  scored = evaluation.scored_line(results)
+  if scored:
+    print(scored)
+  print(f"step {results['step']}; results: {path}")
   return 0
 
 
@@ -285,19 +374,18 @@ def cmd_rd(fv: flags.FlagValues, args: list[str]) -> int:
     raise ConfigError(f"rd takes no positional arguments, got {args}")
   if not fv.out:
     raise ConfigError("rd needs --out OUTDIR")
-  if fv.step is not None:
-    raise ConfigError("rd uses each workdir's latest checkpoint; --step is not supported")
+  if pathlib.Path(fv.out).exists() and not pathlib.Path(fv.out).is_dir():  # refused now, not after the coding
+    raise ConfigError(f"--out {fv.out} is a file, not a folder")
   spec, _ = _data_spec(fv, "rd")
   workdirs = _workdirs(fv)
   from jaxcomp import evaluation
   from jaxcomp.metrics import vmaf
-  from jaxcomp.data import get_source
+  from jaxcomp.data import load_eval_images
   from jaxcomp.evaluation import codecs as baseline_codecs
   for b in fv.baselines:
     baseline_codecs.get_baseline(b)  # unknown names fail before any work
-  source = get_source(spec, "all")
-  n = len(source) if not fv.max_images else min(len(source), fv.max_images)
-  images = [(str(source[i].get("name", i)), source[i]["image"]) for i in range(n)]
+  loaded = load_eval_images(spec, max_images=fv.max_images or 0)  # the same loader as `jaxcomp eval`
+  images = list(loaded)
   groups: dict[str, dict] = {}
   described: dict[str, str] = {}
   for wd in workdirs:
@@ -321,6 +409,8 @@ def cmd_rd(fv: flags.FlagValues, args: list[str]) -> int:
   cols = ["name", "points", "bpp_min", "bpp_max", *[k for k in rows[0] if k.startswith("bd-")]]
   print(f"BD against {anchor!r} (BD-rate %, BD-PSNR dB):")
   print(evaluation.format_table(rows, cols))
+  if len(loaded) < loaded.total:
+    print(f"scored {len(loaded)} of {loaded.total} images (--max_images)")
   print(f"written to {fv.out}: " + ", ".join(sorted(p.name for p in written.values())))
   return 0
 
@@ -338,21 +428,13 @@ def _codec(fv: flags.FlagValues):
   return _codec_at(_workdir(fv, must_exist=True), fv.step)
 
 
-def _read_image(path: pathlib.Path, grayscale: bool) -> Any:
+def _write(path: pathlib.Path, data: bytes) -> None:
+  """Atomic write; an unwritable output (a folder there, no permission, a full disk) is one line."""
+  from jaxcomp.io_utils import write_bytes_atomic
   try:
-    from jaxcomp.data import read_image  # the canonical decoding, when the data package is installed
-  except ImportError:
-    read_image = None
-  if read_image is not None:
-    return read_image(path, grayscale=grayscale)
-  import numpy as np
-  from PIL import Image
-  try:
-    with Image.open(path) as im:
-      image = np.asarray(im.convert("L" if grayscale else "RGB"))
+    write_bytes_atomic(path, data)
   except OSError as e:
-    raise DataError(f"cannot read image {path}: {e}") from None
-  return image[..., None] if grayscale else image
+    raise DataError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _check_args(args: list[str], command: str) -> tuple[pathlib.Path, pathlib.Path]:
@@ -366,10 +448,10 @@ def cmd_compress(fv: flags.FlagValues, args: list[str]) -> int:
   if not src.is_file():
     raise DataError(f"input image {src} not found")
   config, codec = _codec(fv)
-  image = _read_image(src, bool(config.get("grayscale", False)))
+  from jaxcomp.data import read_image
+  image = read_image(src, grayscale=bool(config.get("grayscale", False)))
   data = codec.compress(image)
-  from jaxcomp.io_utils import write_bytes_atomic
-  write_bytes_atomic(dst, data)
+  _write(dst, data)
   h, w = image.shape[:2]
   print(f"{src} -> {dst}: {len(data)} bytes, {8 * len(data) / (h * w):.4f} bpp")
   return 0
@@ -385,13 +467,20 @@ def cmd_decompress(fv: flags.FlagValues, args: list[str]) -> int:
   if fmt is None:
     raise DataError(f"output {dst}: unknown image extension {dst.suffix!r} (use .png)")
   _, codec = _codec(fv)
-  image = np.asarray(codec.decompress(src.read_bytes()))
+  try:
+    bitstream = src.read_bytes()
+  except OSError as e:  # e.g. no read permission
+    raise DataError(f"cannot read {src}: {e.strerror or e}") from None
+  image = np.asarray(codec.decompress(bitstream))
   if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] not in (1, 3):
-    raise TypeError(f"codec returned {image.dtype} {image.shape}, expected uint8 [H, W, 1|3]")
+    raise DataError(f"{src}: the codec decoded a {image.dtype} array of shape {image.shape}, "
+                    "expected uint8 [H, W, 1|3]")
   buf = io.BytesIO()
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format=fmt)
-  from jaxcomp.io_utils import write_bytes_atomic
-  write_bytes_atomic(dst, buf.getvalue())
+  try:
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format=fmt)
+  except (KeyError, OSError, ValueError) as e:  # Pillow knows the extension but cannot write it, or not this mode
+    raise DataError(f"output {dst}: Pillow cannot write {fmt} images of this kind ({e}); use .png") from None
+  _write(dst, buf.getvalue())
   print(f"{src} -> {dst}: {image.shape[1]}x{image.shape[0]}")
   return 0
 
@@ -400,17 +489,30 @@ _DISPATCH = {"list": cmd_list, "train": cmd_train, "eval": cmd_eval, "rd": cmd_r
              "decompress": cmd_decompress}
 
 
+_HELP = ("-h", "--help", "-help")
+
+
+def _wants_help(argv: Sequence[str]) -> bool:
+  flags_part = argv[:argv.index("--")] if "--" in argv else argv  # after `--` everything is a positional argument
+  return any(a in _HELP for a in flags_part)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   """Entry point (`jaxcomp = "jaxcomp.cli:main"`); returns the exit code (0, 2 on a user error)."""
   argv = list(sys.argv[1:] if argv is None else argv)
-  if not argv or argv[0] in ("-h", "--help", "help"):
-    print("usage:\n" + USAGE)
+  if argv[:1] == ["help"] and len(argv) > 1:  # `jaxcomp help eval` is `jaxcomp eval --help`
+    argv = [argv[1], "--help"]
+  if not argv or argv[0] in (*_HELP, "help"):
+    print(f"usage:\n{USAGE}\n\n`jaxcomp <command> --help` prints a command's flags, with their defaults.")
     return 0 if argv else 2
   command, rest = argv[0], argv[1:]
   try:
     if command not in _DISPATCH:
       raise ConfigError(f"unknown command {command!r} (one of: {', '.join(COMMANDS)})")
-    fv, args = _parse(rest)
+    if _wants_help(rest):
+      print(command_help(command))
+      return 0
+    fv, args = _parse(rest, command)
     return _DISPATCH[command](fv, args)
   except JaxcompError as e:
     print(f"jaxcomp: error: {' '.join(str(e).split())}", file=sys.stderr)

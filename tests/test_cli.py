@@ -84,7 +84,7 @@ def test_registered_method_without_module(capsys, tmp_path, monkeypatch):
 
 
 def test_method_module_lacking_entry_points():
-  with pytest.raises(ConfigError, match="does not define train_and_evaluate, evaluate"):
+  with pytest.raises(ConfigError, match="does not define train_and_evaluate, build_codec or evaluate"):
     methods.get_method("tests.toy.config")
 
 
@@ -133,15 +133,16 @@ def test_eval_errors(capsys, toy_workdir, tmp_path):
   _error(capsys, ["eval", "--workdir", str(toy_workdir)], "exactly one of --data FOLDER or --dataset NAME")
   _error(capsys, ["eval", "--workdir", str(tmp_path), "--dataset", "sample"], "no checkpoint in workdir")
   _error(capsys, ["eval", "--workdir", str(tmp_path / "absent"), "--dataset", "sample"], "absent does not exist")
-  _error(capsys, ["eval", "--workdir", str(toy_workdir), "--dataset", "imagenet9"], "unknown dataset 'imagenet9'")
+  _error(capsys, ["eval", "--workdir", str(toy_workdir), "--dataset", "imagenet9"], "'imagenet9': neither an existing folder nor a known tfds dataset name")
 
 
 def test_eval_from_initial_checkpoint(capsys, toy_workdir):
-  assert cli.main(["eval", "--workdir", str(toy_workdir), "--dataset", "sample"]) == 0
+  assert cli.main(["eval", "--workdir", str(toy_workdir), "--dataset", "sample", "--max_images", "2"]) == 0
   out = capsys.readouterr().out
   saved = json.loads((toy_workdir / "eval" / "sample.json").read_text())
-  assert saved["num_images"] == 4
-  assert any(ln.split() == ["num_images", "4"] for ln in out.splitlines())  # the human summary
+  assert (saved["num_images"], saved["total_images"]) == (2, 12)
+  assert "scored 2 of 12 images" in out  # said whenever fewer images are scored than the data holds
+  assert [ln.split()[0] for ln in out.splitlines() if ln.split() and ln.split()[0] in saved["images"][0]["name"]]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -149,13 +150,13 @@ def test_eval_from_initial_checkpoint(capsys, toy_workdir):
 
 
 def _proxiqa_checkpoint(workdir, lmbda):
-  from jaxcomp.methods.proxiqa import train as pq
+  from jaxcomp.methods.proxiqa import codec as pq_codec, train as pq
   config = cli._load_config_module(REPO / "configs" / "proxiqa.py").get_config("tiny")
   with config.unlocked():
     config.lmbda = lmbda
   host = pq.init_state(config)
   with train.Checkpointer(workdir, config, every=1) as ck:
-    ck.save(1, dict(host, tables=pq.coding_tables(config, host["codec"].params)), force=True)
+    ck.save(1, dict(host, tables=pq_codec.coding_tables(config, host["codec"].params)), force=True)
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +221,7 @@ def test_rd_and_multi_workdir_errors(capsys, proxiqa_workdirs, tmp_path):
   _error(capsys, ["rd", "--workdir", lo, "--data", images, "--out", str(tmp_path / "o"), "--baselines", "gif"],
          "codec='gif': unknown baseline")
   _error(capsys, ["rd", "--workdir", lo, "--data", images, "--out", str(tmp_path / "o"), "--step", "1"],
-         "--step is not supported")
+         "rd does not take --step: it uses each workdir's latest checkpoint")
   assert not (tmp_path / "o").exists()
 
 

@@ -12,6 +12,7 @@ the image and make it artificially easy to compress; padding keeps every pixel a
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any, Sequence
 
@@ -40,8 +41,8 @@ class RandomCropFlip(grain.RandomMapTransform):
   Other keys (e.g. the `name` string) are dropped so records batch into plain arrays.
   """
 
-  def __init__(self, crop_size: tuple[int, int], flips: bool = True):
-    self.crop_h, self.crop_w = crop_size
+  def __init__(self, patch_size: tuple[int, int], flips: bool = True):
+    self.crop_h, self.crop_w = patch_size
     self.flips = flips
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -100,10 +101,10 @@ class SplitDevices(grain.MapTransform):
             for k, v in element.items()}
 
 
-def _crop_hw(crop_size: int | Sequence[int]) -> tuple[int, int]:
-  hw = (crop_size, crop_size) if isinstance(crop_size, (int, np.integer)) else tuple(crop_size)
+def _crop_hw(patch_size: int | Sequence[int]) -> tuple[int, int]:
+  hw = (patch_size, patch_size) if isinstance(patch_size, (int, np.integer)) else tuple(patch_size)
   if len(hw) != 2 or any(int(v) != v or v < 1 for v in hw):
-    raise ConfigError(f"crop_size={crop_size!r}: must be a positive int or a pair (height, width)")
+    raise ConfigError(f"patch_size={patch_size!r}: must be a positive int or a pair (height, width)")
   return int(hw[0]), int(hw[1])
 
 
@@ -128,11 +129,31 @@ def _ensure_absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
-def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequence[int], global_batch_size: int,
-                seed: int, num_epochs: int | None = None, shuffle: bool = True, flips: bool = True,
-                num_workers: int = 0, shard_index: int | None = None, shard_count: int | None = None,
-                num_devices: int | None = None, transforms: Sequence[grain.Transformation] = (),
-                worker_buffer_size: int = 2, read_threads: int = 4) -> grain.IterDataset:
+@dataclasses.dataclass(frozen=True)
+class LoaderOptions:
+  """The `make_loader` settings training leaves at their defaults: epochs, order, host shard, prefetching.
+
+  Attributes:
+    num_epochs: passes over the data, `None` for endless.
+    shuffle: shuffle the order, anew each epoch.
+    shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`. Host i
+      reads records `i, i + shard_count, ...`; a remainder of records that does not divide by `shard_count` is
+      dropped so all hosts take the same number of steps.
+    worker_buffer_size: batches each worker prepares ahead.
+    read_threads: threads reading and transforming records in each process.
+  """
+  num_epochs: int | None = None
+  shuffle: bool = True
+  shard_index: int | None = None
+  shard_count: int | None = None
+  worker_buffer_size: int = 2
+  read_threads: int = 4
+
+
+def make_loader(source: grain.RandomAccessDataSource, *, patch_size: int | Sequence[int], global_batch_size: int,
+                seed: int, flips: bool = True, num_workers: int = 0, num_devices: int | None = None,
+                transforms: Sequence[grain.Transformation] = (),
+                options: LoaderOptions = LoaderOptions()) -> grain.IterDataset:
   """A grain pipeline of random crops from `source` (records `{"image": uint8 [H, W, C], ...}`).
 
   `iter(loader)` yields `{"image": uint8 [B, h, w, C], ...}` with `B = global_batch_size // shard_count` (this
@@ -147,27 +168,23 @@ def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequen
 
   Args:
     source: e.g. `jaxcomp.data.get_source(...)`.
-    crop_size: crop height = width, or `(height, width)`.
+    patch_size: crop height = width, or `(height, width)`.
     global_batch_size: batch over all hosts; must divide by `shard_count` (and the host batch by `num_devices`).
     seed: fixes the order, crops and flips.
-    num_epochs: passes over the data, `None` for endless.
-    shuffle: shuffle the order, anew each epoch.
     flips: random horizontal flips (probability 1/2).
     num_workers: grain worker processes (0: read in this process). Does not change the batches.
-    shard_index, shard_count: this host's shard; default `jax.process_index()`, `jax.process_count()`. Host i
-      reads records `i, i + shard_count, ...`; a remainder of records that does not divide by `shard_count` is
-      dropped so all hosts take the same number of steps. Incomplete last batches are dropped (static shapes).
     num_devices: add a leading device axis for `pmap`.
     transforms: grain transforms (`MapTransform` or `RandomMapTransform`) applied to each cropped record before
       batching.
-    worker_buffer_size: batches each worker prepares ahead.
-    read_threads: threads reading and transforming records in each process.
+    options: epochs, shuffling, this host's shard and prefetching (`LoaderOptions`; defaults: endless, shuffled,
+      the jax process's shard). Incomplete last batches are dropped (static shapes).
 
   Raises:
     ConfigError: bad sizes or shard arguments.
   """
-  crop_hw = _crop_hw(crop_size)
-  shard_index, shard_count = _shard(shard_index, shard_count)
+  crop_hw = _crop_hw(patch_size)
+  num_epochs = options.num_epochs
+  shard_index, shard_count = _shard(options.shard_index, options.shard_count)
   if global_batch_size < 1 or global_batch_size % shard_count:
     raise ConfigError(f"global_batch_size={global_batch_size}: must be a positive multiple of "
                       f"shard_count={shard_count}")
@@ -181,7 +198,7 @@ def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequen
 
   ds = grain.MapDataset.source(source)
   ds = ds[: len(source) - len(source) % shard_count][shard_index::shard_count]
-  ds = EpochShuffle(ds, seed=seed, shuffle=shuffle, num_epochs=num_epochs)
+  ds = EpochShuffle(ds, seed=seed, shuffle=options.shuffle, num_epochs=num_epochs)
   # Each record's generator comes from (seed, position in the stream): crops differ across epochs, not workers.
   ds = ds.random_map(RandomCropFlip(crop_hw, flips), seed=seed)
   for i, t in enumerate(transforms):
@@ -189,9 +206,9 @@ def make_loader(source: grain.RandomAccessDataSource, *, crop_size: int | Sequen
   ds = ds.batch(host_batch, drop_remainder=True)
   if num_devices is not None:
     ds = ds.map(SplitDevices(num_devices))
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * host_batch))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=options.read_threads, prefetch_buffer_size=2 * host_batch))
   if num_workers:
     _ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                    per_worker_buffer_size=worker_buffer_size))
+                                                    per_worker_buffer_size=options.worker_buffer_size))
   return it

@@ -182,17 +182,6 @@ class JpegAtBpp:
 
 
 @dataclasses.dataclass(frozen=True)
-class Jpeg2000:
-  """JPEG 2000 at a target rate `bpp` (9/7 + colour transform unless told otherwise)."""
-  bpp: float
-  irreversible: bool = True
-  mct: bool = True
-
-  def __call__(self, image_HWC: np.ndarray) -> tuple[np.ndarray, int]:
-    return jpeg2000(image_HWC, self.bpp, irreversible=self.irreversible, mct=self.mct)
-
-
-@dataclasses.dataclass(frozen=True)
 class Resize:
   """Bicubic or Lanczos resampling by `factor`; codes nothing (0 bytes)."""
   factor: float

@@ -143,6 +143,9 @@ class Codec:
       self._gc_likelihood = jax.jit(functools.partial(model.apply, method=gc_lik))
     self._shape_cache: dict = {}
     self.pad_multiple = pad_multiple or self._measure_stride()
+    # A model with a learned density (`entropy_bottleneck` parameters) has an estimate to compare files with; one
+    # coded with static tables only (CAE-ADMM) has none.
+    self.has_estimate = "entropy_bottleneck" in variables.get("params", {})
 
   # -- shapes -------------------------------------------------------------------------------------------------
   def _latent_shapes(self, hp: int, wp: int):

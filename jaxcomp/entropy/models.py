@@ -175,10 +175,6 @@ class EntropyBottleneck(nn.Module):
     sign = jnp.where(lower + upper > 0, -1.0, 1.0)
     return jnp.abs(nn.sigmoid(sign * upper) - nn.sigmoid(sign * lower))[:, 0, :]
 
-  def tail_logits(self) -> jax.Array:
-    """Logits of the cumulative at the lower/upper table ends, used to size the tail mass: [C, 1, 3]."""
-    return self._logits_cumulative(self.quantiles)
-
 
 def default_scale_table(min_scale: float = 0.11, max_scale: float = 256.0, levels: int = 64) -> tuple[float, ...]:
   """CompressAI's scale table: `levels` log-spaced scales from `min_scale` to `max_scale` (as float32 values)."""

@@ -28,6 +28,14 @@ from jaxcomp.evaluation.rd import (
     rd_curve_from_points,
     rd_table,
 )
+from jaxcomp.evaluation.run import (
+    end_of_training,
+    evaluate_run,
+    evaluate_state,
+    report_path,
+    scored_line,
+    write_report,
+)
 from jaxcomp.evaluation.report import (
     curve_to_json,
     format_table,
@@ -41,5 +49,6 @@ __all__ = [
     "BASELINES", "Baseline", "Codec", "DISTORTION_KEYS", "EXTRA_DISTORTION_KEYS", "RDCurve", "RESULT_KEYS", "codec_rd_curve",
     "curve_from_results", "curve_to_json", "eval_table", "evaluate_codec", "format_table", "get_baseline", "image_quality", "interpolate_at",
     "learned_rd_curve", "load_images", "load_results", "measure", "plot_rd", "points_rows", "rd_curve_from_points",
-    "rd_table", "write_results",
+    "rd_table", "write_results", "end_of_training", "evaluate_run", "evaluate_state", "report_path", "scored_line",
+    "write_report",
 ]

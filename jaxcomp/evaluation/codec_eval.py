@@ -14,7 +14,8 @@ Per image (and averaged over images in the top level of the returned dict):
                         image size)
   jpeg                  Pillow JPEG 4:2:0 at the largest quality whose file is not larger than the learned one
                         (`jaxcomp.data.transforms.jpeg_quality_for_bpp`): quality, bytes, bpp and the same metrics
-plus one entry per `extra_metrics` (e.g. "vmaf"), for the learned and the JPEG image. The top-level `rate_gap` and
+plus one entry per `extra_metrics` (e.g. "vmaf"), for the learned and the JPEG image, and one per `image_metrics`
+(numbers of the codec on the original image alone, e.g. CAE-ADMM's zero ratio of its latent). The top-level `rate_gap` and
 `payload_gap` are of the summed bits (not a mean of ratios).
 """
 
@@ -59,14 +60,17 @@ def _mean(records: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: bool = True,
                    extra_metrics: Mapping[str, ExtraMetric] | None = None,
+                   image_metrics: Mapping[str, Callable[[np.ndarray], float]] | None = None,
                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
   """Codes every `(name, uint8 [H, W, C])` image to a real file and back; see the module docstring for the keys.
 
   `codec` is a `jaxcomp.entropy.codec.Codec` (anything with `compress` / `decompress`; the estimate columns need
-  its `estimated_bits`). `extra_metrics` maps a name to `f(original, decoded) -> float` on uint8 images.
+  its `estimated_bits`). `extra_metrics` maps a name to `f(original, decoded) -> float` on uint8 images,
+  `image_metrics` a name to `f(original) -> float`.
   """
   extra = dict(extra_metrics or {})
-  has_estimate = callable(getattr(codec, "estimated_bits", None))
+  own = dict(image_metrics or {})
+  has_estimate = callable(getattr(codec, "estimated_bits", None)) and getattr(codec, "has_estimate", True)
   warmed: set = set()
   per_image = []
   for name, image in images:
@@ -89,6 +93,7 @@ def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: boo
       rec.update(estimated_bits=est, header_bits=header_bits, estimated_bpp=est / (h * w),
                  rate_gap=(8 * len(data) - est) / est, payload_gap=(8 * len(data) - header_bits - est) / est)
     rec.update(_quality(image, decoded, extra))
+    rec.update({k: float(f(image)) for k, f in own.items()})
     rec.update(encode_s=t1 - t0, decode_s=t2 - t1)
     if jpeg:
       rec["jpeg"] = _jpeg(image, rec["bpp"], extra)
@@ -97,7 +102,7 @@ def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: boo
       progress(f"{name}: {rec['bpp']:.4f} bpp, {rec['psnr']:.2f} dB")
   if not per_image:
     raise DataError("no images to evaluate")
-  keys = ["bpp", "estimated_bpp", *QUALITY_KEYS, *extra, "encode_s", "decode_s"]
+  keys = ["bpp", "estimated_bpp", *QUALITY_KEYS, *extra, *own, "encode_s", "decode_s"]
   out: dict[str, Any] = {k: _mean(per_image, k) for k in keys if any(k in r for r in per_image)}
   if has_estimate:
     bits = sum(8 * r["bytes"] for r in per_image)

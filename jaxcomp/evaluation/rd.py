@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pathlib
 import time
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp import metrics
-from jaxcomp.data import decode_image, read_image
+from jaxcomp.data import decode_image, load_eval_images
 from jaxcomp.errors import ConfigError, DataError
 from jaxcomp.evaluation import codecs
 
@@ -38,9 +37,6 @@ TIME_KEYS = ("encoding_time", "decoding_time")
 RESULT_KEYS = ("bpp",) + DISTORTION_KEYS + TIME_KEYS
 # Older CompressAI files (and other tools) use these names.
 KEY_ALIASES = {"psnr": "psnr-rgb", "ms-ssim": "ms-ssim-rgb", "ssim": "ssim-rgb"}
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".webp")
-
 
 class Codec(Protocol):
   """What a method's `build_codec(config, params)` returns (see docs/architecture.md)."""
@@ -98,28 +94,9 @@ class RDCurve:
 
 def load_images(images: str | os.PathLike | Mapping[str, np.ndarray] | Sequence[np.ndarray]
                 ) -> list[tuple[str, np.ndarray]]:
-  """(name, uint8 [H, W, C]) pairs from a folder (sorted file names), a name -> image mapping, or a list of images
-  or of (name, image) pairs."""
-  if isinstance(images, (str, os.PathLike)):
-    folder = pathlib.Path(images)
-    if not folder.is_dir():
-      raise DataError(f"{folder}: not a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-      raise DataError(f"{folder}: no image files ({', '.join(_IMAGE_SUFFIXES)})")
-    return [(p.stem, read_image(p)) for p in files]
-  if isinstance(images, Mapping):
-    pairs = list(images.items())
-  else:  # a list of images, or of (name, image) pairs (what this function returns)
-    pairs = [a if isinstance(a, tuple) and len(a) == 2 and isinstance(a[0], str) else (f"image{i:03d}", a)
-             for i, a in enumerate(images)]
-  if not pairs:
-    raise DataError("no images given")
-  for name, a in pairs:
-    a = np.asarray(a)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[-1] not in (1, 3):
-      raise DataError(f"{name}: expected a uint8 image [H, W, 1|3], got {a.dtype} {a.shape}")
-  return [(str(n), np.asarray(a)) for n, a in pairs]
+  """(name, uint8 [H, W, C]) pairs of a folder (sorted relative paths), `"sample"`, a tfds name, a name -> image
+  mapping, or a list of images or of (name, image) pairs: `jaxcomp.data.load_eval_images(images).images`."""
+  return load_eval_images(images).images
 
 
 @jax.jit
@@ -212,7 +189,7 @@ def codec_rd_curve(images, codec: str = "jpeg420", params: Sequence[float] | Non
   """RD curve of a Pillow baseline (`jpeg420`, `jpeg444`, `jpeg2000`, `webp`, `avif`) on `images`.
 
   Args:
-    images: a folder, a name -> uint8 image mapping, or a list of uint8 images `[H, W, C]`.
+    images: what `load_images` takes (a folder, `"sample"`, a name -> uint8 image mapping, a list of images...).
     codec: the baseline (see `jaxcomp.evaluation.codecs.BASELINES`).
     params: qualities (JPEG, WebP, AVIF) or target bpps (JPEG 2000); the codec's default sweep if None.
     name: label of the curve (the codec name by default).

@@ -1,10 +1,13 @@
-"""Registry of methods: `config.method` -> the module holding its train loop.
+"""Registry of methods: `config.method` -> the package of the method.
 
-A method module exposes
-  train_and_evaluate(config, workdir) -> None     its own train loop, built from `jaxcomp.train` pieces
-  evaluate(config, workdir, data_spec) -> dict    metrics on a folder / dataset, from the workdir's checkpoint
-and, for codecs, `build_codec(config, state) -> Codec` (`compress(uint8 HWC) -> bytes`, `decompress(bytes) -> uint8
-HWC`), where `state` is what `jaxcomp.train.load_for_eval` returns. `config.method` is a registered name below or a
+Every method has the same skeleton, `methods/<m>/{models.py, train.py, codec.py}`, and its package exposes
+  train_and_evaluate(config, workdir) -> None     a `jaxcomp.train.Task` run by the one loop, `jaxcomp.train.run`
+and one of
+  build_codec(config, state) -> Codec             codecs: `compress(uint8 HWC) -> bytes`, `decompress(bytes)`
+                                                  (+ optional `image_metrics(config, codec) -> {name: f(image)}`)
+  evaluate(config, state, images, progress=) -> dict    other methods (the iterative decoder)
+where `state` is what `jaxcomp.train.load_for_eval` returns and `images` are `(name, uint8 HWC)` pairs; both are
+scored by the one evaluation, `jaxcomp.evaluation.evaluate_run`. `config.method` is a registered name below or a
 dotted module path (tests use a toy method that way).
 """
 
@@ -16,13 +19,14 @@ import types
 from jaxcomp.errors import ConfigError
 
 METHODS: dict[str, str] = {
-    "proxiqa": "jaxcomp.methods.proxiqa.train",
-    "cae_admm": "jaxcomp.methods.cae_admm.train",
-    "rnn_decoder": "jaxcomp.methods.rnn_decoder.train",
-    "rl_srgan": "jaxcomp.methods.rl_srgan.train",
+    "proxiqa": "jaxcomp.methods.proxiqa",
+    "cae_admm": "jaxcomp.methods.cae_admm",
+    "rnn_decoder": "jaxcomp.methods.rnn_decoder",
+    "rl_srgan": "jaxcomp.methods.rl_srgan",
 }
 
-REQUIRED = ("train_and_evaluate", "evaluate")
+REQUIRED = ("train_and_evaluate",)
+EVALUATION = ("build_codec", "evaluate")  # one of them
 
 
 def module_name(method: str) -> str:
@@ -40,7 +44,7 @@ def _missing(err: ModuleNotFoundError, name: str) -> bool:
 
 
 def get_method(method: str) -> types.ModuleType:
-  """Imports the method's module and checks it exposes `train_and_evaluate` and `evaluate`."""
+  """Imports the method's package and checks it exposes `train_and_evaluate` and `build_codec` or `evaluate`."""
   name = module_name(method)
   try:
     module = importlib.import_module(name)
@@ -52,6 +56,8 @@ def get_method(method: str) -> types.ModuleType:
                         "installation") from None
     raise ConfigError(f"unknown method {method!r}: no module named {name}") from None
   lacking = [f for f in REQUIRED if not callable(getattr(module, f, None))]
+  if not any(callable(getattr(module, f, None)) for f in EVALUATION):
+    lacking.append(" or ".join(EVALUATION))
   if lacking:
     raise ConfigError(f"method {method!r} ({name}) does not define {', '.join(lacking)}")
   return module

@@ -20,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from jaxcomp.errors import CheckpointError
+from jaxcomp.errors import CheckpointError, ConfigError
 
 PyTree = Any
 CHECKPOINT_DIR = "checkpoints"
@@ -96,6 +96,9 @@ def saved_config(workdir: str | pathlib.Path, step: int | None = None) -> dict[s
   if not directory.is_dir():
     return None
   with _manager(directory, keep=1, best_metric=None, best_mode="min", read_only=True) as mngr:
+    if step is not None and step not in mngr.all_steps():
+      kept = ", ".join(map(str, mngr.all_steps())) or "none"
+      raise CheckpointError(f"no checkpoint at step {step} in workdir {workdir} (kept steps: {kept})")
     step = mngr.latest_step() if step is None else step
     if step is None:
       return None
@@ -129,7 +132,7 @@ class Checkpointer:
       best_mode: str = "min",
   ):
     if best_mode not in ("min", "max"):
-      raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
+      raise ConfigError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
     self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
     self.config = config_to_dict(config)
     self.every = int(every)
@@ -189,7 +192,7 @@ class Checkpointer:
     if metrics is not None:
       clean = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
       if self.best_metric and self.best_metric not in clean:
-        raise KeyError(f"best_metric {self.best_metric!r} not among the metrics {sorted(clean)}")
+        raise ConfigError(f"best_metric {self.best_metric!r} not among the metrics {sorted(clean)}")
     elif self.best_metric:
       clean = None
     return bool(self._mngr.save(step, args=ocp.args.Composite(**args), metrics=clean, force=True))

@@ -1,4 +1,4 @@
-"""Loop pieces shared by every method's own train loop: preemption, NaN guard, logging."""
+"""The one training loop (`run`, driven by a method's `Task`) and its pieces: preemption, NaN guard, logging."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pathlib
 import signal
 import sys
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -184,3 +184,149 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
   if not path.exists():
     return []
   return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The one training loop every method plugs into.
+
+
+class Task:
+  """What a method hands to `run`: its state, its step, and its hooks. Subclass and override.
+
+  `run` owns everything else: the batch-size and best-metric checks, the Checkpointer (state + config + data
+  iterator), resume, the preemption guard, the NaN guard, the logging / validation / checkpoint cadence, the final
+  save and the end-of-training evaluation. The cadence, for every method alike (`config.*`):
+    log         every `log_every` steps, at the last step, and at every step that validated
+    validate    every `eval_every` steps (0: never periodically), at every checkpoint and at the last step
+                (logged as split "eval"; its scalars also rank checkpoints for `best_metric`)
+    checkpoint  every `checkpoint_every` steps, on SIGTERM / SIGINT, and at the end
+  Per step, in this order: `step` -> NaN check -> `after_step` -> `validate` -> log -> save -> stop check.
+
+  Attributes set by the subclass:
+    total_steps       the last step of the run
+    data_iter         a grain iterator (checkpointed with the state, so resumes read the same batches), or None
+    metric_names      the scalars `step` and `validate` produce (a mistyped `best_metric` is refused before the
+                      first step); `learning_rate` is always logged
+  """
+
+  total_steps: int = 0
+  data_iter: Any = None
+  metric_names: frozenset = frozenset()
+
+  def init_state(self) -> Any:
+    """A fresh host state pytree (the checkpoint's template)."""
+    raise NotImplementedError
+
+  def restore(self, ckpt, config) -> tuple[Any, int]:
+    """`(host_state, start_step)`: the latest checkpoint, or a fresh state (warm-started by `config.init_from`)."""
+    state, start = ckpt.restore_or_init(self.init_state(), self.data_iter)
+    if start == 0 and config.get("init_from") and self.warm_start_parts():
+      from jaxcomp.train import restore as restore_lib
+      self.warm_step = restore_lib.latest_step(config.init_from)  # None: init_from raises naming the workdir
+      state = restore_lib.init_from(state, config.init_from, self.warm_start_parts(), step=self.warm_step)
+    return state, start
+
+  warm_step: int | None = None
+
+  def warm_start_parts(self) -> Sequence[str]:
+    """The parts of the state `config.init_from` copies from another run (e.g. `["codec/params"]`)."""
+    return ()
+
+  def to_device(self, host_state: Any) -> Any:
+    return parallel.replicate(host_state, self.backend)
+
+  def step(self, state: Any, step: int) -> tuple[Any, Mapping[str, Any]]:
+    """One training step (reads its batch from `data_iter`): `(state, terms)`, terms device or host scalars."""
+    raise NotImplementedError
+
+  def learning_rate(self, state: Any, step: int, scalars: Mapping[str, float]) -> float | None:
+    """The learning rate applied at `step` (logged as `learning_rate`), or None."""
+    return None
+
+  def after_step(self, state: Any, step: int, logger: "TrainLogger") -> Any:
+    """Host-side phases between steps (e.g. ADMM's projection); returns the state."""
+    return state
+
+  def validate(self, state: Any, step: int) -> dict[str, float]:
+    """Validation scalars (logged as split "eval"); {} when the method has none."""
+    return {}
+
+  def checkpoint(self, state: Any, step: int) -> Any:
+    """The host pytree saved at `step` (default: the unreplicated state)."""
+    return parallel.unreplicate(state)
+
+  backend: str = "pmap"
+
+
+def check_loop_config(config, task: Task) -> None:
+  """The loop's own configuration checks, before any workdir is touched (one-line ConfigErrors)."""
+  from jaxcomp.errors import ConfigError
+  parallel.per_device_batch_size(int(config.global_batch_size))
+  if config.best_mode not in ("min", "max"):
+    raise ConfigError(f"config.best_mode={config.best_mode!r} must be 'min' or 'max'")
+  known = set(task.metric_names) | {"learning_rate"}
+  if config.best_metric and config.best_metric not in known:
+    raise ConfigError(f"config.best_metric={config.best_metric!r} is not a metric of method {config.method!r} "
+                      f"(one of: {', '.join(sorted(known))})")
+  for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    if int(config[key]) <= 0:
+      raise ConfigError(f"config.{key}={config[key]} must be positive")
+  if int(config.get("eval_every", 0)) < 0:
+    raise ConfigError(f"config.eval_every={config.eval_every} must be >= 0 (0: only at checkpoints and the end)")
+  if task.total_steps <= 0:
+    raise ConfigError(f"config.steps={config.steps} gives {task.total_steps} training steps; it must be positive")
+
+
+def run(config, workdir: str | pathlib.Path, task: Task, *,
+        evaluate: Callable[[], Any] | None = None) -> int:
+  """Trains `task` in `workdir` from its latest checkpoint to `task.total_steps`; returns the last step run.
+
+  `evaluate`, if given, runs once the run has reached `total_steps` (not after a preemption): the method's one
+  evaluation on `config.eval_data` (`jaxcomp.evaluation.evaluate_run`, the same as `jaxcomp eval`).
+  """
+  from jaxcomp.train.checkpoint import Checkpointer
+  check_loop_config(config, task)
+  task.backend = config.parallel
+  ckpt = Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
+                      best_metric=config.best_metric or None, best_mode=config.best_mode)
+  try:
+    host_state, start = task.restore(ckpt, config)
+  except BaseException:
+    ckpt.close()
+    raise
+  state = task.to_device(host_state)
+  del host_state
+  logger = TrainLogger(workdir, total_steps=task.total_steps, start_step=start,
+                       images_per_step=int(config.global_batch_size), main_metric="loss")
+  if task.warm_step is not None:
+    logger.message(f"initialised from {config.init_from} (step {task.warm_step})")
+  eval_every = int(config.get("eval_every", 0))
+  step, scalars = start, {}
+  with PreemptionGuard() as guard, logger:
+    try:
+      for step in range(start + 1, task.total_steps + 1):
+        state, terms = task.step(state, step)
+        scalars = to_host_scalars(terms)
+        check_finite(step, scalars, last_good_step=ckpt.latest_step)
+        state = task.after_step(state, step, logger)
+        stop = guard.should_stop()
+        saving = stop or ckpt.should_save(step) or step == task.total_steps
+        validated = {}
+        if saving or (eval_every and step % eval_every == 0):
+          validated = task.validate(state, step)
+          if validated:
+            logger.log(step, validated, prefix="eval")
+            logger.reset_timer()  # validation time is not training time
+        if step % config.log_every == 0 or step == task.total_steps or validated:
+          lr = task.learning_rate(state, step, scalars)
+          logger.log(step, {**scalars, **({} if lr is None else {"learning_rate": lr})})
+        if saving:
+          ckpt.save(step, task.checkpoint(state, step), task.data_iter, {**scalars, **validated}, force=True)
+        if stop:
+          logger.message(f"stopping at step {step} on {guard.requested}: checkpoint saved")
+          break
+    finally:
+      ckpt.close()
+  if step >= task.total_steps and evaluate is not None:
+    evaluate()
+  return step

@@ -21,6 +21,19 @@ from jaxcomp.train import checkpoint as _ckpt
 PyTree = Any
 
 
+RENAMED_KEYS = {"crop_size": "patch_size", "max_eval_images": "eval_max_images", "patch": "patch_size"}
+"""Config keys renamed when the shared names were unified (jaxcomp.train.config): old name -> shared name."""
+
+
+def upgrade_config(saved: dict[str, Any]) -> dict[str, Any]:
+  """A saved config under today's key names, so workdirs written before the renames still evaluate."""
+  out = dict(saved)
+  for old, new in RENAMED_KEYS.items():
+    if old in out and new not in out:
+      out[new] = out.pop(old)
+  return out
+
+
 def latest_step(workdir: str | pathlib.Path) -> int | None:
   """Newest checkpoint step in `workdir`, or None."""
   directory = pathlib.Path(workdir).absolute() / _ckpt.CHECKPOINT_DIR
@@ -35,7 +48,7 @@ def load_config(workdir: str | pathlib.Path, step: int | None = None) -> ml_coll
   saved = _ckpt.saved_config(pathlib.Path(workdir).absolute(), step)
   if saved is None:
     raise CheckpointError(f"no checkpoint in workdir {workdir} (train first, or check the path)")
-  return ml_collections.ConfigDict(saved)
+  return ml_collections.ConfigDict(upgrade_config(saved))
 
 
 def load_for_eval(workdir: str | pathlib.Path, step: int | None = None) -> tuple[ml_collections.ConfigDict, PyTree]:
@@ -59,7 +72,7 @@ def load_for_eval(workdir: str | pathlib.Path, step: int | None = None) -> tuple
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), getattr(meta, "tree", meta))
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target),
                                                           config=ocp.args.JsonRestore()))
-  config = ml_collections.ConfigDict(dict(restored["config"]))
+  config = ml_collections.ConfigDict(upgrade_config(dict(restored["config"])))
   return config, jax.tree.map(np.asarray, restored["state"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -11,7 +12,7 @@ import hypothesis.strategies as st
 import numpy as np
 import pytest
 
-from jaxcomp.data import get_source, make_loader, pad_to_at_least
+from jaxcomp.data import LoaderOptions, get_source, make_loader, pad_to_at_least
 from jaxcomp.data.transforms import Degrade, Jpeg
 from jaxcomp.errors import ConfigError
 from data_test_images import random_rgb
@@ -43,8 +44,10 @@ def take(loader, n=None):
 
 
 def kw(**over):
-  base = dict(crop_size=8, global_batch_size=4, seed=0, shard_index=0, shard_count=1)
-  return {**base, **over}
+  """`make_loader` keywords; `over` may name `LoaderOptions` fields too (by default this host is shard 0 of 1)."""
+  merged = {**dict(patch_size=8, global_batch_size=4, seed=0, shard_index=0, shard_count=1), **over}
+  options = {f.name: merged.pop(f.name) for f in dataclasses.fields(LoaderOptions) if f.name in merged}
+  return {**merged, "options": LoaderOptions(**options)}
 
 
 def identify(img, images=IMAGES):
@@ -81,20 +84,20 @@ def test_same_seed_same_batches_other_seed_differs():
 
 
 def test_multiple_epochs_visit_each_image_once_per_epoch():
-  batches = take(make_loader(SRC, **kw(num_epochs=3, crop_size=(20, 24), flips=False)))
+  batches = take(make_loader(SRC, **kw(num_epochs=3, patch_size=(20, 24), flips=False)))
   ids = [identify(img)[0] for b in batches for img in b["image"]]
   assert len(ids) == 36
   epochs = [ids[i * 12:(i + 1) * 12] for i in range(3)]
   assert all(sorted(e) == list(range(12)) for e in epochs)
   assert epochs[0] != epochs[1]  # reshuffled each epoch
-  ordered = take(make_loader(SRC, **kw(num_epochs=1, shuffle=False, crop_size=(20, 24), flips=False)))
+  ordered = take(make_loader(SRC, **kw(num_epochs=1, shuffle=False, patch_size=(20, 24), flips=False)))
   assert [identify(img)[0] for b in ordered for img in b["image"]] == list(range(12))
 
 
 def test_shards_are_disjoint_and_cover():
   per_shard = []
   for i in range(2):
-    bs = take(make_loader(SRC, **kw(num_epochs=1, crop_size=(20, 24), flips=False, shard_index=i, shard_count=2)))
+    bs = take(make_loader(SRC, **kw(num_epochs=1, patch_size=(20, 24), flips=False, shard_index=i, shard_count=2)))
     chex.assert_shape(bs[0]["image"], (2, 20, 24, 3))  # host batch = global 4 / 2 hosts
     per_shard.append([identify(img)[0] for b in bs for img in b["image"]])
   assert len(per_shard[0]) == len(per_shard[1]) == 6
@@ -152,7 +155,7 @@ def test_orbax_checkpoint_round_trip_of_the_iterator(tmp_path):
 def test_workers_give_the_same_batches_and_resume(folder12, data_dir):
   """The real tfds source, pickled into 2 grain worker processes, gives what the in-process loader gives."""
   src = get_source(folder12[0], "all", data_dir=data_dir)
-  k = kw(num_epochs=2, crop_size=(8, 12))
+  k = kw(num_epochs=2, patch_size=(8, 12))
   serial = take(make_loader(src, **k))
   it = iter(make_loader(src, **k, num_workers=2))
   parallel = [next(it) for _ in range(2)]
@@ -197,7 +200,7 @@ def test_small_image_rule_property(h, w, ch, cw):
 
 def test_images_smaller_than_the_crop_do_not_crash():
   src = ListSource([random_rgb(1, 5, 7), random_rgb(2, 40, 3)])
-  b = take(make_loader(src, **kw(global_batch_size=2, crop_size=16, flips=False)), 1)[0]
+  b = take(make_loader(src, **kw(global_batch_size=2, patch_size=16, flips=False)), 1)[0]
   chex.assert_shape(b["image"], (2, 16, 16, 3))
   padded = [pad_to_at_least(src[i]["image"], 16, 16) for i in range(2)]
   identify(b["image"][0], padded)
@@ -205,12 +208,12 @@ def test_images_smaller_than_the_crop_do_not_crash():
 
 def test_bad_arguments_raise_config_error():
   for over in [dict(global_batch_size=3, shard_count=2, shard_index=0), dict(num_devices=3),
-               dict(shard_index=2, shard_count=2), dict(shard_index=None, shard_count=2), dict(crop_size=0),
-               dict(crop_size=(4, 4, 4)), dict(num_epochs=0)]:
+               dict(shard_index=2, shard_count=2), dict(shard_index=None, shard_count=2), dict(patch_size=0),
+               dict(patch_size=(4, 4, 4)), dict(num_epochs=0)]:
     with pytest.raises(ConfigError):
       make_loader(SRC, **kw(**over))
 
 
 def test_default_shard_is_this_jax_process():
-  b = take(make_loader(SRC, crop_size=8, global_batch_size=4, seed=0), 1)[0]
+  b = take(make_loader(SRC, patch_size=8, global_batch_size=4, seed=0), 1)[0]
   chex.assert_shape(b["image"], (4, 8, 8, 3))  # one process: the host batch is the global batch

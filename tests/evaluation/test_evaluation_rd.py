@@ -237,7 +237,7 @@ def test_user_errors(tmp_path, images):
     evaluation.codec_rd_curve(images, "h264")
   with pytest.raises(ConfigError, match="quality=101"):
     evaluation.codec_rd_curve(images, "jpeg420", params=(101,))
-  with pytest.raises(DataError, match="not a folder"):
+  with pytest.raises(DataError, match="missing: image folder not found"):
     evaluation.codec_rd_curve(tmp_path / "missing", "jpeg420")
   with pytest.raises(DataError, match="mix"):
     evaluation.codec_rd_curve([images["astro"], images["astro"][..., :1]], "jpeg420", params=(50,))
@@ -248,6 +248,8 @@ def test_user_errors(tmp_path, images):
 def test_folder_input(tmp_path, images):
   for k, v in images.items():
     Image.fromarray(v).save(tmp_path / f"{k}.png")
-  (tmp_path / "notes.txt").write_text("ignored")
-  curve = evaluation.codec_rd_curve(tmp_path, "jpeg420", params=(50,))
-  assert [r["image"] for r in curve.per_image[0]] == ["astro", "coffee"]
+  (tmp_path / "notes.txt").write_text("skipped")
+  # Folders go through jaxcomp.data.load_eval_images: names are relative paths, non-images skipped with a warning.
+  with pytest.warns(UserWarning, match="notes.txt"):
+    curve = evaluation.codec_rd_curve(tmp_path, "jpeg420", params=(50,))
+  assert [r["image"] for r in curve.per_image[0]] == ["astro.png", "coffee.png"]

@@ -1,13 +1,12 @@
 """A toy method, defined only in the tests, that exercises the whole harness the way a real method does.
 
 A two-layer conv autoencoder (strided conv + synchronised BatchNorm, conv + depth-to-space) trained on synthetic
-16x16 images with its own loop built from `jaxcomp.train` and `jaxcomp.parallel` (the canonical loop of
-docs/training.md), with `evaluate` and a small but real codec (`build_codec`).
+16x16 images as a `jaxcomp.train.Task` of the one loop (`jaxcomp.train.run`, docs/training.md), with a small but
+real codec (`build_codec`) that `jaxcomp eval` measures like any codec method.
 """
 
 from __future__ import annotations
 
-import pathlib
 import struct
 import time
 import zlib
@@ -20,7 +19,7 @@ import numpy as np
 import optax
 
 from jaxcomp import parallel, train
-from jaxcomp.errors import BitstreamError, DataError
+from jaxcomp.errors import BitstreamError
 
 MAGIC = b"TOY1"
 LATENT_SCALE = 16.0
@@ -109,55 +108,51 @@ def _init_host_state(config) -> train.TrainState:
   return jax.device_get(init(jax.random.PRNGKey(config.seed)))
 
 
+class ToyTask(train.Task):
+  """The toy in the harness loop (`jaxcomp.train.run`), as a real method plugs in."""
+
+  def __init__(self, config):
+    self.config = config
+    self.total_steps = config.steps
+    self.data_iter = iter(make_loader(config))
+    self.metric_names = frozenset({"loss", "mse", "latent_l1"})
+    model = _model(config)
+    nan_at = config.nan_at_step
+
+    def step_fn(state, images_uint8):
+      state, key = state.next_key()
+      noise = 0.01 * jax.random.normal(parallel.fold_in_device(key), images_uint8.shape)
+      x = images_uint8.astype(jnp.float32) / 255.0
+
+      def loss_fn(params):
+        (x_hat, y), new_vars = model.apply({"params": params, **state.mutable}, x + noise, mutable=["batch_stats"])
+        mse = jnp.mean((x_hat - x) ** 2)
+        latent = jnp.mean(jnp.abs(y))
+        loss = mse + config.lambda_latent * latent
+        loss = jnp.where(state.step + 1 == nan_at, jnp.nan, loss)  # test hook
+        return loss, (new_vars, {"loss": loss, "mse": mse, "latent_l1": latent})
+
+      grads, (new_vars, terms) = jax.grad(loss_fn, has_aux=True)(state.params)
+      grads, terms = parallel.pmean((grads, terms))
+      return state.apply_gradients(grads, mutable=new_vars), terms
+
+    self.p_step = parallel.data_parallel(step_fn, config.parallel)
+
+  def init_state(self):
+    return _init_host_state(self.config)
+
+  def step(self, state, step):
+    state, terms = self.p_step(state, parallel.shard(next(self.data_iter)["image"], self.backend))
+    if self.config.sleep_per_step:
+      time.sleep(self.config.sleep_per_step)
+    return state, terms
+
+  def learning_rate(self, state, step, scalars):
+    return self.config.learning_rate
+
+
 def train_and_evaluate(config, workdir: str) -> None:
-  backend = config.parallel
-  model = _model(config)
-  data_iter = iter(make_loader(config))
-  ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
-                            best_metric=config.best_metric or None, best_mode=config.best_mode)
-  host_state, start = ckpt.restore_or_init(_init_host_state(config), data_iter)
-  state = parallel.replicate(host_state, backend)
-  nan_at = config.nan_at_step
-
-  def step_fn(state, images_uint8):
-    state, key = state.next_key()
-    noise = 0.01 * jax.random.normal(parallel.fold_in_device(key), images_uint8.shape)
-    x = images_uint8.astype(jnp.float32) / 255.0
-
-    def loss_fn(params):
-      (x_hat, y), new_vars = model.apply({"params": params, **state.mutable}, x + noise, mutable=["batch_stats"])
-      mse = jnp.mean((x_hat - x) ** 2)
-      latent = jnp.mean(jnp.abs(y))
-      loss = mse + config.lambda_latent * latent
-      loss = jnp.where(state.step + 1 == nan_at, jnp.nan, loss)  # test hook
-      return loss, (new_vars, {"loss": loss, "mse": mse, "latent_l1": latent})
-
-    grads, (new_vars, terms) = jax.grad(loss_fn, has_aux=True)(state.params)
-    grads, terms = parallel.pmean((grads, terms))
-    return state.apply_gradients(grads, mutable=new_vars), terms
-
-  p_step = parallel.data_parallel(step_fn, backend)
-  logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
-                             images_per_step=config.global_batch_size, main_metric="loss")
-  step, scalars = start, None
-  with train.PreemptionGuard() as guard, logger:
-    try:
-      for step in range(start + 1, config.steps + 1):
-        state, terms = p_step(state, parallel.shard(next(data_iter)["image"], backend))
-        scalars = train.to_host_scalars(terms)
-        train.check_finite(step, scalars, last_good_step=ckpt.latest_step)
-        if step % config.log_every == 0:
-          logger.log(step, {**scalars, "learning_rate": train.learning_rate(config.learning_rate, step)})
-        ckpt.save(step, parallel.unreplicate(state), data_iter, scalars)
-        if config.sleep_per_step:
-          time.sleep(config.sleep_per_step)
-        if guard.should_stop():
-          logger.message(f"stopping at step {step} on {guard.requested}: saving a checkpoint")
-          break
-      if step > start:
-        ckpt.save(step, parallel.unreplicate(state), data_iter, scalars, force=True)
-    finally:
-      ckpt.close()
+  train.run(config, workdir, ToyTask(config))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -171,28 +166,6 @@ def _variables(state) -> dict:
 def _even_crop(image: np.ndarray) -> np.ndarray:
   h, w = image.shape[:2]
   return image[: h - h % 2, : w - w % 2]
-
-
-def evaluate(config, workdir: str, data_spec: str) -> dict:
-  _, state = train.load_for_eval(workdir)
-  model = _model(config)
-  if data_spec == "sample":
-    images = [ToySource(4, config.image_size)[i]["image"] for i in range(4)]
-  elif pathlib.Path(data_spec).is_dir():
-    from PIL import Image
-    paths = sorted(p for p in pathlib.Path(data_spec).iterdir() if p.suffix.lower() == ".png")
-    if not paths:
-      raise DataError(f"no PNG images in {data_spec}")
-    images = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-  else:
-    raise DataError(f"unknown dataset {data_spec!r} for the toy method (a folder or 'sample')")
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-  mses = []
-  for image in images:
-    x = _even_crop(image)[None].astype(np.float32) / 255.0
-    mses.append(float(jnp.mean((apply(_variables(state), x) - x) ** 2)))
-  mse = float(np.mean(mses))
-  return {"mse": mse, "psnr": float(10 * np.log10(1.0 / mse)), "num_images": len(images)}
 
 
 class ToyCodec:

@@ -1,4 +1,4 @@
-"""CAE-ADMM train loop (Zhao & Liao 2019, Algorithm 1 and Section 4.2), evaluation and codec.
+"""CAE-ADMM training (Zhao & Liao 2019, Algorithm 1 and Section 4.2), a Task of the harness loop.
 
 Training: Adam on d(x, x_hat) + rho/2 ||Q(E(a)) - Z + U||^2 (eq. 8), data-parallel through `jaxcomp.parallel`
 (synchronised BatchNorm), a learning rate halved when the epoch loss has not improved for 10 epochs
@@ -7,7 +7,7 @@ Training: Adam on d(x, x_hat) + rho/2 ||Q(E(a)) - Z + U||^2 (eq. 8), data-parall
 
 Where Z and U live (the paper's batch-indexed Z, U; our decision): the loader hands out fresh random crops every
 epoch, and a latent of one crop says nothing about Z, U computed on another crop, so the ADMM variables belong to a
-fixed *anchor* crop per training record: the centre `crop_size` square of record i (reflect-padded when smaller),
+fixed *anchor* crop per training record: the centre `patch_size` square of record i (reflect-padded when smaller),
 `Z[i]`, `U[i]` of shape `[crop/8, crop/8, C]`. Every step adds the penalty on a batch of anchors whose indices come
 from (seed, step) — so resumes are exact and every device knows which rows to gather — while the distortion uses the
 loader's random, flipped crops (the paper's augmentation). The projection step encodes every anchor in eval mode
@@ -15,17 +15,14 @@ loader's random, flipped crops (the paper's augmentation). The projection step e
 Cost: one extra encoder forward/backward per step on the anchor batch. Z, U (and the per-example projection
 counts) are part of the checkpointed state.
 
-Rate: CAE-ADMM has no learned entropy model. After training — and refreshed at every checkpoint — the per-channel
-histogram of the integer latents of the anchor crops is stored in the checkpoint (`codec/counts`, a fixed
-`[C, 2 R + 1]` shape, R = `codec.max_symbol`); `build_codec` turns it into integer CDF tables (add-1/2 smoothing,
-an escape symbol for values beyond +-R) for the generic `jaxcomp.entropy.codec.Codec`, so compress/decompress write
-real files and `evaluate` reports bpp as file size.
+Rate: the per-channel histogram of the anchors' integer latents is stored at every checkpoint (`codec/counts`);
+`codec.py` turns it into the tables of the real codec.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import grain.python as grain
 import jax
@@ -34,10 +31,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxcomp import data, errors, metrics, parallel, train
-from jaxcomp.entropy import codec as codec_lib
-from jaxcomp.entropy import tables as tables_lib
+from jaxcomp import data, evaluation, metrics, parallel
+from jaxcomp import train as harness
 from jaxcomp.methods.cae_admm import admm, models
+from jaxcomp.methods.cae_admm import codec as codec_lib
+from jaxcomp.methods.cae_admm.codec import symbol_counts
 
 
 class VerticalFlip(grain.RandomMapTransform):
@@ -49,13 +47,7 @@ class VerticalFlip(grain.RandomMapTransform):
     return element
 
 
-def build_model(config: ml_collections.ConfigDict, axis_name: str | None = None) -> models.CAE:
-  m = config.model
-  return models.CAE(latent_channels=m.latent_channels, stem_features=tuple(m.stem_features),
-                    stem_kernels=tuple(m.stem_kernels), stem_strides=tuple(m.stem_strides),
-                    num_res_blocks=m.num_res_blocks, down_features=tuple(m.down_features),
-                    down_kernel=m.down_kernel, final_kernel=m.final_kernel, subpix_kernel=m.subpix_kernel,
-                    bn_axis_name=axis_name, remat=m.get("remat", False))  # absent in older checkpoints
+build_model = codec_lib.build_model
 
 
 def center_crops(source, crop: int, limit: int = 0) -> np.ndarray:
@@ -107,59 +99,6 @@ def anchor_indices(seed: int, step: int, num_anchors: int, batch: int) -> np.nda
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The static per-channel model of the integer latent.
-
-
-def symbol_counts(q_NhwC: np.ndarray, max_symbol: int) -> np.ndarray:
-  """Histogram `[C, 2 R + 2]`: counts of -R..R per channel, then the count of values beyond +-R (escapes)."""
-  q = np.asarray(q_NhwC).reshape(-1, q_NhwC.shape[-1]).astype(np.int64)
-  c = q.shape[1]
-  inside = np.abs(q) <= max_symbol
-  rows = np.broadcast_to(np.arange(c), q.shape)
-  counts = np.zeros((c, 2 * max_symbol + 2), np.int64)
-  np.add.at(counts, (rows[inside], q[inside] + max_symbol), 1)
-  counts[:, -1] = np.sum(~inside, axis=0)
-  return counts.astype(np.int32)
-
-
-def tables_from_counts(counts: np.ndarray, precision: int = tables_lib.DEFAULT_PRECISION) -> dict:
-  """Integer CDF tables for `jaxcomp.entropy.codec.Codec` from `symbol_counts` (add-1/2 smoothing).
-
-  The table of channel c covers the integers its counts saw (trimmed to the observed range), the escape symbol
-  takes the beyond-range count plus 1/2; the medians are 0, so the codec codes `round(z)` itself.
-  """
-  counts = np.asarray(counts, np.float64)
-  c, width = counts.shape
-  r = (width - 2) // 2
-  body = counts[:, :-1]
-  seen = body > 0
-  lo = np.where(seen.any(1), np.argmax(seen, 1), r)
-  hi = np.where(seen.any(1), width - 2 - np.argmax(seen[:, ::-1], 1), r)
-  lengths = hi - lo + 1
-  pmf = np.zeros((c, int(lengths.max())))
-  for t in range(c):
-    pmf[t, : lengths[t]] = body[t, lo[t]:hi[t] + 1] + 0.5
-  tails = counts[:, -1] + 0.5
-  total = pmf.sum(1) + tails
-  return tables_lib.make_tables(pmf / total[:, None], lengths, lo - r, tails / total, precision,
-                                medians=np.zeros(c, np.float32))
-
-
-def build_codec(config: ml_collections.ConfigDict, state: Mapping[str, Any]) -> codec_lib.Codec:
-  """A `Codec` (`compress(uint8 HWC) -> bytes`, `decompress`) from a restored state (`train.load_for_eval`)."""
-  try:
-    variables = {"params": state["model"]["params"], **state["model"]["mutable"]}
-    counts = np.asarray(state["codec"]["counts"])
-  except (KeyError, TypeError) as e:
-    raise errors.CheckpointError(f"not a cae_admm checkpoint state (missing {e})") from None
-  if counts.sum() == 0:
-    raise errors.CheckpointError("this cae_admm checkpoint has no fitted symbol counts (saved before any fit)")
-  variables = jax.tree.map(jnp.asarray, variables)
-  tables = {"entropy_bottleneck": tables_from_counts(counts, config.codec.precision)}
-  return codec_lib.Codec(build_model(config), variables, tables)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Training.
 
 
@@ -183,7 +122,7 @@ def _encode_all(encode, variables, images: np.ndarray, batch: int) -> np.ndarray
 def _make_step(model: models.CAE, config: ml_collections.ConfigDict, keep_admm: bool):
   loss_cfg, rho = config.loss, config.admm.rho
 
-  def step_fn(state: train.TrainState, batch: dict[str, jax.Array]):
+  def step_fn(state: harness.TrainState, batch: dict[str, jax.Array]):
     state, key = state.next_key()
     key = parallel.fold_in_device(key)
     k_x, k_a = jax.random.split(key)
@@ -211,127 +150,130 @@ def _make_step(model: models.CAE, config: ml_collections.ConfigDict, keep_admm: 
     grads, (new_vars, terms) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads, terms, new_vars = parallel.pmean(grads), parallel.pmean(terms), parallel.pmean(new_vars)
     state = state.apply_gradients(grads, mutable=new_vars, value=terms["loss"])
-    terms["lr"] = config.learning_rate * lr_scale(state.opt_state)
+    terms["learning_rate"] = config.learning_rate * lr_scale(state.opt_state)
     return state, terms
 
   return step_fn
 
 
-def _eval_images(spec: str, limit: int) -> list[np.ndarray]:
-  source = data.get_source(spec, "all")
-  n = len(source) if not limit else min(limit, len(source))
-  if n == 0:
-    raise errors.DataError(f"data {spec!r} holds no images")
-  return [source[i]["image"] for i in range(n)]
+class CAEADMMTask(harness.Task):
+  """CAE-ADMM in the harness loop: anchors, Z and U on the host, ADMM phases between steps, tables at saves."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    source = data.get_source(config.train_data, "train")
+    self.steps_per_epoch = config.epoch_steps or max(1, round(len(source) / config.global_batch_size))
+    self.total_steps = config.steps or config.epochs * self.steps_per_epoch
+    crop = config.patch_size
+    self.model = codec_lib.build_model(config)
+    self.x0 = jnp.zeros((1, crop, crop, 3), jnp.float32)
+    self.anchors = center_crops(source, crop)
+    self.use_admm = bool(config.admm.enabled)
+    self.n_dev = parallel.local_device_count()
+    self.host_b = config.global_batch_size // jax.process_count()
+    self.p_step = parallel.data_parallel(_make_step(codec_lib.build_model(config, parallel.AXIS), config,
+                                                    self.use_admm), config.parallel)
+    self.encode = _encode_fn(self.model)
+    self.admm_update = jax.jit(admm.update, static_argnames="keep")
+    self.table_anchors = self.anchors[: config.codec.table_images or len(self.anchors)]
+    self.quick_eval = None
+    transforms = (VerticalFlip(),) if config.flips else ()
+    self.data_iter = iter(data.make_loader(source, patch_size=crop, global_batch_size=config.global_batch_size,
+                                           seed=config.seed, flips=config.flips, num_devices=self.n_dev,
+                                           num_workers=config.num_workers, transforms=transforms))
+    names = {"loss", "mse", "psnr", "ssim", "distortion", "zeros", "learning_rate", "epoch"}
+    names |= {"penalty"} if self.use_admm else set()
+    names |= {"ms_ssim"} if config.loss.ms_ssim else set()
+    if config.eval_data:
+      names |= {"eval_psnr", "eval_ssim", "eval_zeros"}
+    self.metric_names = frozenset(names)
+
+  def init_state(self):
+    init_key, state_key = jax.random.split(jax.random.PRNGKey(self.config.seed))
+    variables = jax.jit(lambda k: self.model.init({"params": k}, self.x0, train=False))(init_key)
+    self.latent_shape = tuple(jax.eval_shape(lambda v: self.model.apply(v, self.x0, train=False, method="analysis"),
+                                             variables).shape[1:])
+    self.keep = admm.keep_count(self.latent_shape, self.config.admm.keep_ratio)
+    a0 = admm.init(len(self.anchors), self.latent_shape)
+    return {
+        "model": harness.TrainState.from_variables(variables, tx=make_optimizer(self.config, self.steps_per_epoch),
+                                                   rng=state_key),
+        "admm": {"z": np.asarray(a0.z), "u": np.asarray(a0.u), "count": np.asarray(a0.count)},
+        "codec": {"counts": np.zeros((self.latent_shape[-1], 2 * self.config.codec.max_symbol + 2), np.int32)},
+    }
+
+  def warm_start_parts(self):
+    return ["model/params", "model/mutable"]
+
+  def to_device(self, host_state):
+    # Z and U stay on the host side of the loop (gathered per step, updated by the projection phase).
+    self.admm_state = admm.ADMMState(**{k: jnp.asarray(v) for k, v in host_state["admm"].items()})
+    return parallel.replicate(host_state["model"], self.backend)
+
+  def epoch(self, step: int) -> int:
+    return math.ceil(step / self.steps_per_epoch)
+
+  def step(self, state, step):
+    config, n_dev, host_b = self.config, self.n_dev, self.host_b
+    images = next(self.data_iter)["image"]
+    warm = float(self.epoch(step) <= config.loss.warmup_epochs)
+    batch = {"image": images, "warm": np.full((n_dev,), warm, np.float32)}
+    if self.use_admm:
+      # The global anchor batch is a function of (seed, step); each host takes its share, as the loader does.
+      idx = anchor_indices(config.seed, step, len(self.anchors), config.global_batch_size)
+      idx = idx[jax.process_index() * host_b:(jax.process_index() + 1) * host_b]
+      split = lambda a: a.reshape((n_dev, host_b // n_dev) + a.shape[1:])  # noqa: E731
+      batch["anchor"] = split(self.anchors[idx])
+      z_b, u_b = admm.gather(self.admm_state, jnp.asarray(idx))
+      batch["z"], batch["u"] = split(np.asarray(z_b)), split(np.asarray(u_b))
+    state, terms = self.p_step(state, parallel.shard(batch, self.backend))
+    return state, {**jax.tree.map(lambda t: t[0], terms), "epoch": float(self.epoch(step))}
+
+  def learning_rate(self, state, step, scalars):
+    return scalars.get("learning_rate")  # reduce_on_plateau's current rate, returned by the step
+
+  def _variables(self, state) -> dict:
+    return jax.tree.map(jnp.asarray, parallel.unreplicate(state).variables)
+
+  def after_step(self, state, step, logger):
+    """Steps 2-3 of Algorithm 1 (projection and dual update over every anchor) at the end of projection epochs."""
+    epoch = self.epoch(step)
+    if not (self.use_admm and step % self.steps_per_epoch == 0
+            and admm.is_projection_epoch(epoch, self.config.admm.every_epochs, self.config.loss.warmup_epochs)):
+      return state
+    q = _encode_all(self.encode, self._variables(state), self.anchors, self.config.admm.batch_size)
+    info, self.admm_state = self.admm_update(jnp.asarray(q), jnp.arange(len(self.anchors)), self.admm_state,
+                                             keep=self.keep)
+    logger.log(step, {"primal_residual": float(jnp.mean(info.primal_residual)),
+                      "dual_residual": float(jnp.mean(info.dual_residual)),
+                      "latent_zeros": 1.0 - float(jnp.mean(info.latent_nonzeros)) / math.prod(self.latent_shape),
+                      "z_nonzeros": float(jnp.mean(jnp.sum(self.admm_state.z != 0, axis=(1, 2, 3))))},
+               prefix="admm")
+    return state
+
+  def validate(self, state, step):
+    """Eval-mode PSNR / SSIM / zero ratio on centre crops of `eval_data` (no coding: fast)."""
+    if not self.config.eval_data:
+      return {}
+    if self.quick_eval is None:
+      self.quick_eval = _quick_eval_fn(self.model, self.config)
+    return {f"eval_{k}": v for k, v in self.quick_eval(self._variables(state)).items()}
+
+  def checkpoint(self, state, step):
+    counts = symbol_counts(_encode_all(self.encode, self._variables(state), self.table_anchors,
+                                       self.config.admm.batch_size), self.config.codec.max_symbol)
+    return {"model": parallel.unreplicate(state),
+            "admm": {k: np.asarray(v) for k, v in self.admm_state._asdict().items()},
+            "codec": {"counts": counts}}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Trains CAE-ADMM per `config` (see configs/cae_admm.py) in `workdir`, resuming from its latest checkpoint."""
-  backend = config.parallel
-  n_dev = parallel.local_device_count()
-  if config.global_batch_size % parallel.device_count():
-    raise errors.ConfigError(f"global_batch_size={config.global_batch_size} does not divide over "
-                             f"{parallel.device_count()} devices")
-  source = data.get_source(config.train_data, "train")
-  steps_per_epoch = config.epoch_steps or max(1, round(len(source) / config.global_batch_size))
-  total_steps = config.steps or config.epochs * steps_per_epoch
-  crop = config.crop_size
-
-  model = build_model(config)
-  p_model = build_model(config, parallel.AXIS)
-  rng = jax.random.PRNGKey(config.seed)
-  init_key, state_key = jax.random.split(rng)
-  x0 = jnp.zeros((1, crop, crop, 3), jnp.float32)
-  variables = jax.jit(lambda k: model.init({"params": k}, x0, train=False))(init_key)
-  tx = make_optimizer(config, steps_per_epoch)
-  latent_shape = tuple(jax.eval_shape(lambda v: model.apply(v, x0, train=False, method="analysis"),
-                                      variables).shape[1:])
-
-  anchors = center_crops(source, crop)
-  keep = admm.keep_count(latent_shape, config.admm.keep_ratio)
-  a0 = admm.init(len(anchors), latent_shape)
-  host_state = {
-      "model": train.TrainState.from_variables(variables, tx=tx, rng=state_key),
-      "admm": {"z": np.asarray(a0.z), "u": np.asarray(a0.u), "count": np.asarray(a0.count)},
-      "codec": {"counts": np.zeros((latent_shape[-1], 2 * config.codec.max_symbol + 2), np.int32)},
-  }
-  transforms = (VerticalFlip(),) if config.flips else ()
-  loader = data.make_loader(source, crop_size=crop, global_batch_size=config.global_batch_size, seed=config.seed,
-                            flips=config.flips, num_devices=n_dev, transforms=transforms)
-  data_iter: Iterator = iter(loader)
-  ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
-                            best_metric=config.best_metric or None, best_mode=config.best_mode)
-  host_state, start = ckpt.restore_or_init(host_state, data_iter)
-  admm_state = admm.ADMMState(**{k: jnp.asarray(v) for k, v in host_state["admm"].items()})
-  state = parallel.replicate(host_state["model"], backend)
-
-  use_admm = bool(config.admm.enabled)
-  host_b = config.global_batch_size // jax.process_count()
-  p_step = parallel.data_parallel(_make_step(p_model, config, use_admm), backend)
-  encode = _encode_fn(model)
-  admm_update = jax.jit(admm.update, static_argnames="keep")
-  table_anchors = anchors[: config.codec.table_images or len(anchors)]
-
-  def host_variables(st) -> dict:
-    return jax.tree.map(jnp.asarray, parallel.unreplicate(st).variables)
-
-  def snapshot(st, a_state, cnt) -> dict:
-    return {"model": parallel.unreplicate(st),
-            "admm": {k: np.asarray(v) for k, v in a_state._asdict().items()},
-            "codec": {"counts": cnt}}
-
-  logger = train.TrainLogger(workdir, total_steps=total_steps, start_step=start,
-                             images_per_step=config.global_batch_size, main_metric="loss")
-  step, scalars, quick_eval = start, {}, None
-  with train.PreemptionGuard() as guard, logger:
-    try:
-      for step in range(start + 1, total_steps + 1):
-        epoch = math.ceil(step / steps_per_epoch)
-        images = next(data_iter)["image"]
-        batch = {"image": images, "warm": np.full((n_dev,), float(epoch <= config.loss.warmup_epochs), np.float32)}
-        if use_admm:
-          # The global anchor batch is a function of (seed, step); each host takes its share, as the loader does.
-          idx = anchor_indices(config.seed, step, len(anchors), config.global_batch_size)
-          idx = idx[jax.process_index() * host_b:(jax.process_index() + 1) * host_b]
-          split = lambda a: a.reshape((n_dev, host_b // n_dev) + a.shape[1:])  # noqa: E731
-          batch["anchor"] = split(anchors[idx])
-          z_b, u_b = admm.gather(admm_state, jnp.asarray(idx))
-          batch["z"], batch["u"] = split(np.asarray(z_b)), split(np.asarray(u_b))
-        state, terms = p_step(state, parallel.shard(batch, backend))
-        scalars = train.to_host_scalars(jax.tree.map(lambda t: t[0], terms))
-        train.check_finite(step, scalars, last_good_step=ckpt.latest_step)
-        if step % config.log_every == 0 or step == start + 1:
-          logger.log(step, {**scalars, "epoch": epoch})
-
-        end_of_epoch = step % steps_per_epoch == 0
-        if use_admm and end_of_epoch and admm.is_projection_epoch(epoch, config.admm.every_epochs,
-                                                                  config.loss.warmup_epochs):
-          q = _encode_all(encode, host_variables(state), anchors, config.admm.batch_size)
-          info, admm_state = admm_update(jnp.asarray(q), jnp.arange(len(anchors)), admm_state, keep=keep)
-          logger.log(step, {"primal_residual": float(jnp.mean(info.primal_residual)),
-                            "dual_residual": float(jnp.mean(info.dual_residual)),
-                            "latent_zeros": 1.0 - float(jnp.mean(info.latent_nonzeros)) / math.prod(latent_shape),
-                            "z_nonzeros": float(jnp.mean(jnp.sum(admm_state.z != 0, axis=(1, 2, 3))))},
-                     prefix="admm")
-        if end_of_epoch and (epoch % config.eval_every_epochs == 0 or step == total_steps):
-          if quick_eval is None:
-            quick_eval = _quick_eval_fn(model, config)
-          logger.log(step, quick_eval(host_variables(state)), prefix="eval")
-          logger.reset_timer()
-        if ckpt.should_save(step) or step == total_steps or guard.should_stop():
-          counts = symbol_counts(_encode_all(encode, host_variables(state), table_anchors, config.admm.batch_size),
-                                 config.codec.max_symbol)
-          ckpt.save(step, snapshot(state, admm_state, counts), data_iter, scalars, force=True)
-        if guard.should_stop():
-          logger.message(f"stopping at step {step} on {guard.requested}")
-          break
-    finally:
-      ckpt.close()
-
+  harness.run(config, workdir, CAEADMMTask(config), evaluate=evaluation.end_of_training(config, workdir))
 
 def _quick_eval_fn(model: models.CAE, config: ml_collections.ConfigDict):
   """`fn(variables) -> {psnr, ssim, zeros}` of the eval-mode model on centre crops of `eval_data` (no coding)."""
-  images = center_crops(data.get_source(config.eval_data, "all"), config.crop_size, config.max_eval_images)
+  images = center_crops(data.get_source(config.eval_data, "all"), config.patch_size, config.eval_max_images)
 
   @jax.jit
   def scores(variables, x_uint8):
@@ -342,25 +284,3 @@ def _quick_eval_fn(model: models.CAE, config: ml_collections.ConfigDict):
             "zeros": jnp.mean(out["z_hat"] == 0)}
 
   return lambda variables: {k: float(v) for k, v in scores(variables, jnp.asarray(images)).items()}
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str, data_spec: str) -> dict[str, Any]:
-  """Real-codec results on every image of `data_spec`: bpp from file size, PSNR, SSIM (, MS-SSIM), zero ratio."""
-  _, state = train.load_for_eval(workdir)
-  codec = build_codec(config, state)
-  rows = []
-  for img in _eval_images(data_spec, 0):
-    blob = codec.compress(img)
-    rec = codec.decompress(blob)
-    z_hat = codec.quantized_latents(img)["y_hat"]
-    x, y = jnp.asarray(img, jnp.float32), jnp.asarray(rec, jnp.float32)
-    row = {"bpp": 8.0 * len(blob) / (img.shape[0] * img.shape[1]),
-           "psnr": float(metrics.psnr(x, y, 255.0)), "ssim": float(metrics.ssim(x, y, 255.0)),
-           "zeros": float(np.mean(z_hat == 0))}
-    if min(img.shape[:2]) >= metrics.ms_ssim_min_side():
-      row["ms_ssim"] = float(metrics.ms_ssim(x, y, 255.0))
-    rows.append(row)
-  keys = set.intersection(*(set(r) for r in rows))
-  out: dict[str, Any] = {k: float(np.mean([r[k] for r in rows])) for k in sorted(keys)}
-  out["num_images"] = len(rows)
-  return out

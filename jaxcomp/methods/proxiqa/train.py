@@ -20,10 +20,7 @@ tables (`jaxcomp.entropy.codec.finalize` of the saved parameters, bottleneck tab
 from __future__ import annotations
 
 import importlib
-import json
-import pathlib
-import sys
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +28,11 @@ import numpy as np
 import optax
 from flax import traverse_util
 
-from jaxcomp import data, metrics, parallel, train
+from jaxcomp import data, evaluation, metrics, parallel
+from jaxcomp import train as harness
 from jaxcomp.entropy import rate_bits
-from jaxcomp.entropy import codec as codec_lib
-from jaxcomp.entropy import tables as tables_lib
-from jaxcomp.errors import CheckpointError, ConfigError, DataError
-from jaxcomp.io_utils import write_text_atomic
+from jaxcomp.errors import CheckpointError, ConfigError
+from jaxcomp.methods.proxiqa import codec as codec_lib
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.metrics import vmaf
 from jaxcomp.metrics.vmaf import VMAF_HINT, vmaf_available, vmaf_scores
@@ -97,8 +93,7 @@ def host_metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 # Model, optimizers, state.
 
 
-def build_model(config):
-  return models.build_model(config.model, config.N, config.M, config.layout)
+build_model = codec_lib.build_model
 
 
 def perceptual(config) -> bool:
@@ -146,9 +141,6 @@ def _check_config(config) -> None:
   if perceptual(config) and not config.use_proxy and device_metric(config.metric, config.patch_size) is None:
     raise ConfigError(f"config.use_proxy=False (eq. 13) needs a differentiable device metric (ssim, ms_ssim), "
                       f"not config.metric={config.metric!r}")
-  n = parallel.device_count()
-  if config.global_batch_size % n:
-    raise ConfigError(f"config.global_batch_size={config.global_batch_size} does not divide over {n} devices")
 
 
 def init_state(config) -> dict:
@@ -157,28 +149,12 @@ def init_state(config) -> dict:
   k_codec, k_proxy, k_noise, k_state, k_pstate = jax.random.split(jax.random.PRNGKey(config.seed), 5)
   x0 = jnp.zeros((1, config.patch_size, config.patch_size, 3))
   init = jax.jit(lambda k, kn: model.init({"params": k, "noise": kn}, x0, training=True))
-  states = {"codec": train.TrainState.from_variables(init(k_codec, k_noise), tx=codec_tx(config), rng=k_state)}
+  states = {"codec": harness.TrainState.from_variables(init(k_codec, k_noise), tx=codec_tx(config), rng=k_state)}
   if uses_proxy(config):
     proxy = models.ProxIQANet()
     variables = jax.jit(lambda k: proxy.init(k, x0, x0))(k_proxy)
-    states["proxy"] = train.TrainState.from_variables(variables, tx=proxy_tx(config), rng=k_pstate)
+    states["proxy"] = harness.TrainState.from_variables(variables, tx=proxy_tx(config), rng=k_pstate)
   return jax.device_get(states)
-
-
-TABLE_SYMBOLS = 2047
-"""Largest bottleneck table stored in a checkpoint (values beyond take the lossless escape path). Fixed, because a
-checkpoint item must keep one shape for resumes: `cdf` is always `[M, TABLE_SYMBOLS + 2]`."""
-
-
-def coding_tables(config, codec_params) -> dict:
-  """The integer coding tables of the codec with `codec_params` (`finalize`), in the fixed checkpoint shape."""
-  tables = codec_lib.finalize(build_model(config), {"params": codec_params}, max_symbols=TABLE_SYMBOLS)
-  tables["entropy_bottleneck"] = tables_lib.pad_tables(tables["entropy_bottleneck"], TABLE_SYMBOLS + 2)
-  return tables
-
-
-def _warn(text: str) -> None:
-  print(f"jaxcomp: warning: {text}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,148 +268,60 @@ class Trainer:
 
 
 def make_train_loader(config):
+  """The training batches: random `patch_size` crops of `train_data`, `[local_devices, b, H, W, 3]` uint8."""
   source = data.get_source(config.train_data, "train")
-  return data.make_loader(source, crop_size=config.patch_size, global_batch_size=config.global_batch_size,
+  return data.make_loader(source, patch_size=config.patch_size, global_batch_size=config.global_batch_size,
                           seed=config.seed, num_workers=config.num_workers,
                           num_devices=parallel.local_device_count())
+
+
+class ProxIQATask(harness.Task):
+  """ProxIQA in the harness loop: the two states, the alternating steps, tables stored at every checkpoint."""
+
+  def __init__(self, config):
+    self.config = config
+    self.trainer = Trainer(config)
+    self.total_steps = int(config.steps)
+    self.schedule = _schedule(config, config.learning_rate)
+    self.data_iter = iter(make_train_loader(config))
+    names = {"loss", "bpp", "mse", "psnr", "aux_loss"}
+    if uses_proxy(config):
+      names |= {"proxy_loss", "proxy_fit_loss", "metric", "metric_proxy", "proxy_error"}
+    elif perceptual(config):
+      names |= {"metric_loss", "metric"}
+    self.metric_names = frozenset(names)
+
+  def init_state(self):
+    template = init_state(self.config)
+    return dict(template, tables=codec_lib.coding_tables(self.config, template["codec"].params))
+
+  def restore(self, ckpt, config):
+    try:
+      state, start = super().restore(ckpt, config)
+    except CheckpointError as e:
+      if "'tables/" not in str(e):
+        raise
+      # A checkpoint written before the tables were stored: resume it; the next save adds them.
+      codec_lib.warn("resuming a checkpoint without stored coding tables; they are stored from the next checkpoint "
+                     "on")
+      state, start = ckpt.restore_or_init(init_state(self.config), self.data_iter)
+    return {k: v for k, v in state.items() if k != "tables"}, start  # tables: derived from the params at saves
+
+  def warm_start_parts(self):
+    return ["codec/params"]
+
+  def step(self, states, step):
+    return self.trainer.step(states, parallel.shard(next(self.data_iter)["image"], self.backend))
+
+  def learning_rate(self, state, step, scalars):
+    return harness.learning_rate(self.schedule, step - 1)  # the rate of this step's update (optax counts from 0)
+
+  def checkpoint(self, states, step):
+    host = parallel.unreplicate(states)
+    return dict(host, tables=codec_lib.coding_tables(self.config, host["codec"].params))
 
 
 def train_and_evaluate(config, workdir: str) -> None:
   """Trains `config` in `workdir` (resuming from its latest checkpoint), then evaluates on `config.eval_data`."""
   _check_config(config)
-  backend = config.parallel
-  trainer = Trainer(config)
-  data_iter = iter(make_train_loader(config))
-  ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
-                            best_metric=config.best_metric or None, best_mode=config.best_mode)
-  template = init_state(config)
-  try:
-    host_state, start = ckpt.restore_or_init(dict(template, tables=coding_tables(config, template["codec"].params)),
-                                             data_iter)
-  except CheckpointError as e:
-    if "'tables/" not in str(e):
-      raise
-    # A checkpoint written before the tables were stored: resume it; the next save adds them.
-    _warn("resuming a checkpoint without stored coding tables; they are stored from the next checkpoint on")
-    host_state, start = ckpt.restore_or_init(template, data_iter)
-  host_state = {k: v for k, v in host_state.items() if k != "tables"}  # derived from the params at each save
-  warm_step = None  # the step of config.init_from's checkpoint this run starts from
-  if start == 0 and config.init_from:
-    warm_step = train.latest_step(config.init_from)  # None (no checkpoint): init_from raises naming the workdir
-    host_state = train.init_from(host_state, config.init_from, ["codec/params"], step=warm_step)
-  states = parallel.replicate(host_state, backend)
-  logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
-                             images_per_step=config.global_batch_size, main_metric="loss")
-  schedule = _schedule(config, config.learning_rate)
-  step, scalars = start, None
-  if warm_step is not None:
-    logger.message(f"codec initialised from {config.init_from} (step {warm_step})")
-
-  def save(step, force=False):
-    if not (force or ckpt.should_save(step)) or ckpt.latest_step == step:
-      return
-    host = parallel.unreplicate(states)
-    ckpt.save(step, dict(host, tables=coding_tables(config, host["codec"].params)), data_iter, scalars, force=True)
-
-  with train.PreemptionGuard() as guard, logger:
-    try:
-      for step in range(start + 1, config.steps + 1):
-        states, terms = trainer.step(states, parallel.shard(next(data_iter)["image"], backend))
-        scalars = train.to_host_scalars(terms)
-        train.check_finite(step, scalars, last_good_step=ckpt.latest_step)
-        if step % config.log_every == 0 or step == config.steps:
-          logger.log(step, {**scalars, "learning_rate": train.learning_rate(schedule, step - 1)})
-        save(step)
-        if guard.should_stop():
-          logger.message(f"stopping at step {step} on {guard.requested}: saving a checkpoint")
-          break
-      if step > start:
-        save(step, force=True)
-    finally:
-      ckpt.close()
-  if step >= config.steps and config.eval_data:
-    results = evaluate(config, workdir, config.eval_data)
-    write_text_atomic(pathlib.Path(workdir) / "eval.json", json.dumps(results, indent=1))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Codec and evaluation from a workdir.
-
-
-def build_codec(config, state):
-  """A `jaxcomp.entropy.codec.Codec` (real bitstreams) from `load_for_eval`'s state.
-
-  Uses the integer tables stored in the checkpoint (`state["tables"]`). A checkpoint written before they were
-  stored gets them rebuilt from its parameters, with a warning: such files decode only where that rebuild
-  gives the same tables (the model id in each file checks it).
-  """
-  model = build_model(config)
-  variables = {"params": jax.tree.map(jnp.asarray, state["codec"]["params"])}
-  tables = state.get("tables")
-  if tables is None:
-    _warn("this checkpoint has no stored coding tables (written before they were stored); rebuilding them from "
-          "its parameters, so its files decode only where the rebuild gives the same tables")
-    tables = codec_lib.finalize(model, variables, max_symbols=TABLE_SYMBOLS)
-  return codec_lib.Codec(model, variables, tables)
-
-
-def eval_images(data_spec: str, max_images: int = 0) -> list[tuple[str, np.ndarray]]:
-  """`(name, uint8 [H, W, 3])` pairs of a folder / dataset (`jaxcomp.data.get_source(spec, "all")`)."""
-  source = data.get_source(data_spec, "all")
-  n = len(source) if not max_images else min(len(source), max_images)
-  if n == 0:
-    raise DataError(f"no images in {data_spec}")
-  out = []
-  for i in range(n):
-    rec = source[i]
-    image = np.asarray(rec["image"])
-    out.append((str(rec.get("name", i)), np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image))
-  return out
-
-
-def evaluate(config, workdir: str, data_spec: str, *, jpeg: bool = True) -> dict:
-  """Codes every image of `data_spec` to a real file and back (`jaxcomp.evaluation.evaluate_codec`).
-
-  Per image and mean: bpp from the file size, the entropy model's estimate and the relative gap, PSNR (RGB and
-  YUV), SSIM, MS-SSIM (None below 161 px), VMAF when ffmpeg has libvmaf, encode / decode time, and Pillow JPEG
-  4:2:0 at the learned file's rate (`jpeg`). Per-image records are in `images`.
-  """
-  from jaxcomp import evaluation
-  _, state = train.load_for_eval(workdir)
-  codec = build_codec(config, state)
-  images = eval_images(data_spec, config.eval_max_images)
-  extra = vmaf.extra_metrics()
-  out = evaluation.evaluate_codec(codec, images, jpeg=jpeg, extra_metrics=extra)
-  out.update(data=str(data_spec), step=int(np.asarray(state["codec"]["step"])))
-  return out
-
-
-def rd_report(runs: Mapping[str, Sequence[str]], images, out_dir: str, *,
-              baselines: Sequence[str] = ("jpeg420", "jpeg2000", "webp"), anchor: str | int = 0) -> dict:
-  """RD curves and BD-rate tables of trained runs against the Pillow baselines (`jaxcomp.evaluation`).
-
-  Args:
-    runs: curve name -> the workdirs of its rate points (one trained lambda each), e.g.
-      `{"BLS MSE": [...8 workdirs...], "BLS MS-SSIM_p": [...]}`; the paper's anchor is the MSE-optimised BLS.
-    images: a folder, or what `jaxcomp.evaluation.load_images` accepts.
-    out_dir: where `jaxcomp.evaluation.write_results` writes JSON / CSV / Markdown tables and plots.
-    baselines: Pillow codecs to add (see `jaxcomp.evaluation.BASELINES`).
-    anchor: the curve (name or index) BD-rates are measured against.
-
-  Returns `write_results`' dict of written paths.
-  """
-  from jaxcomp import evaluation
-  imgs = evaluation.load_images(images)
-  extra = vmaf.extra_metrics()  # VMAF curves and BD-rates when an ffmpeg with libvmaf is found
-  curves = []
-  for name, workdirs in runs.items():
-    codecs = {}
-    for wd in workdirs:
-      config, state = train.load_for_eval(wd)
-      codecs[float(config.lmbda)] = build_codec(config, state)
-    if len(codecs) != len(workdirs):
-      raise ConfigError(f"rd_report: runs of {name!r} repeat a lambda; give one workdir per rate point")
-    curves.append(evaluation.learned_rd_curve(imgs, codecs, name, description=f"ProxIQA {name}",
-                                              extra_metrics=extra))
-  curves += [evaluation.codec_rd_curve(imgs, b, extra_metrics=extra) for b in baselines]
-  return evaluation.write_results(curves, out_dir, anchor=anchor)
+  harness.run(config, workdir, ProxIQATask(config), evaluate=evaluation.end_of_training(config, workdir))

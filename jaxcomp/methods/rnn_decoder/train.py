@@ -1,4 +1,4 @@
-"""Training and evaluation of the iterative decoder with BPTT, SAB, UORO or RTRL (configs/rnn_decoder.py).
+"""Training of the iterative decoder with BPTT, SAB, UORO or RTRL (configs/rnn_decoder.py), a harness Task.
 
 One loop per algorithm in the sense that matters: each step calls that algorithm's gradient estimator
 (`algorithms.make_estimator(config.algorithm)`), whose computation differs entirely (reverse mode over a scan,
@@ -9,14 +9,13 @@ guards, logging — is the shared harness (docs/training.md).
 Data: grayscale images from `config.train_data` (through `jaxcomp.data.get_source`), compressed once at rates drawn
 from [bpp_low, bpp_high] and cut into 3x3-neighbourhood patch examples held in memory (`patches.build_examples`);
 grain shuffles and batches them. Validation PSNR (`val_psnr`) is the PSNR of the final refinement over the
-validation images' patches; `evaluate` reassembles whole images and compares them with the plain codec at
-`config.eval_bpp`.
+validation images' patches; `codec.evaluate` (what `jaxcomp eval` runs) reassembles whole images and compares them
+with the plain codec at `config.eval_bpp`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import grain.python as gp
 import jax
@@ -25,14 +24,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxcomp import data, parallel, train
+from jaxcomp import data, evaluation, parallel
+from jaxcomp import train as harness
 from jaxcomp.errors import ConfigError, DataError
 from jaxcomp.methods.rnn_decoder import algorithms, models, patches
-
-
-def decoder_spec(config: ml_collections.ConfigDict) -> models.DecoderSpec:
-  return models.DecoderSpec(cell=config.cell, hidden=config.hidden, num_steps=config.num_steps, patch=config.patch,
-                            alpha=config.alpha)
+from jaxcomp.methods.rnn_decoder.codec import decoder_spec, make_decode_fn
 
 
 def make_estimator(config: ml_collections.ConfigDict, spec: models.DecoderSpec,
@@ -132,40 +128,21 @@ def build_data(config: ml_collections.ConfigDict) -> tuple[PatchSource, dict[str
   """Training source and validation examples, both compressed at rates drawn from the configured range."""
   rng_range = (config.bpp_low, config.bpp_high)
   tr = patches.build_examples(load_images(config.train_data, "train", config.max_train_images), codec=config.codec,
-                              patch=config.patch, bpp_range=rng_range, seed=config.seed)
-  va = patches.build_examples(load_images(config.train_data, "validation", config.max_eval_images),
-                              codec=config.codec, patch=config.patch, bpp_range=rng_range, seed=config.seed + 1)
-  tag = f"{config.train_data},{config.codec},{config.patch},{config.bpp_low}-{config.bpp_high},{config.seed}"
+                              patch=config.patch_size, bpp_range=rng_range, seed=config.seed)
+  va = patches.build_examples(load_images(config.train_data, "validation", config.eval_max_images),
+                              codec=config.codec, patch=config.patch_size, bpp_range=rng_range, seed=config.seed + 1)
+  tag = f"{config.train_data},{config.codec},{config.patch_size},{config.bpp_low}-{config.bpp_high},{config.seed}"
   return PatchSource(tr, tag), va
 
 
 def make_loader(config: ml_collections.ConfigDict, source: PatchSource) -> gp.DataLoader:
   num_devices = parallel.local_device_count()
   per_process = config.global_batch_size // jax.process_count()
-  if per_process % num_devices:
-    raise ConfigError(f"global_batch_size={config.global_batch_size} must divide by the {num_devices} devices")
   sampler = gp.IndexSampler(len(source), shuffle=True, seed=config.seed, num_epochs=None,
                             shard_options=gp.ShardOptions(jax.process_index(), jax.process_count(),
                                                           drop_remainder=True))
   return gp.DataLoader(data_source=source, sampler=sampler, worker_count=0,
                        operations=[gp.Batch(per_process, drop_remainder=True), _SplitDevices(num_devices)])
-
-
-def make_decode_fn(config: ml_collections.ConfigDict, params: models.Params, num_steps: int | None = None):
-  """Jitted q_BNd -> p_BD (final refinement, clipped to [0, 1]); SAB models decode with their attention."""
-  spec = decoder_spec(config)
-  if "sab" in params:
-    sab = config.sab
-
-    def fn(p, q):
-      s = spec if num_steps is None else models.DecoderSpec(**{**spec.__dict__, "num_steps": num_steps})
-      out, _ = algorithms.sab_apply(s, p, q, k_att=sab.k_att, k_top=sab.k_top, k_trunc=None)
-      return jnp.clip(out[-1], 0.0, 1.0)
-  else:
-    def fn(p, q):
-      return models.decode(spec, p, q, num_steps)
-  jitted = jax.jit(fn)
-  return lambda q: jitted(params, jnp.asarray(q))
 
 
 def patch_psnr(decode_fn, examples: dict[str, np.ndarray], batch_size: int) -> float:
@@ -182,73 +159,51 @@ def patch_psnr(decode_fn, examples: dict[str, np.ndarray], batch_size: int) -> f
   return float(-10.0 * np.log10(max(se / n, 1e-12)))
 
 
-def _host_state(config, params) -> train.TrainState:
-  state = train.TrainState.create(params=params, tx=make_tx(config), rng=jax.random.PRNGKey(config.seed + 7),
-                                  mutable={"estimator": {"count": jnp.zeros((), jnp.int32)}})
-  return jax.device_get(state)
+class DecoderTask(harness.Task):
+  """The iterative decoder in the harness loop: the config's gradient estimator, validation PSNR on patches."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    if config.algorithm not in algorithms.ALGORITHMS:
+      raise ConfigError(f"unknown algorithm {config.algorithm!r}; expected one of "
+                        f"{', '.join(algorithms.ALGORITHMS)}")
+    parallel.per_device_batch_size(config.global_batch_size)  # before the (slow) patch extraction
+    self.config = config
+    self.total_steps = int(config.steps)
+    self.schedule = make_schedule(config)
+    self.grad_fn = make_grad_fn(config, decoder_spec(config))
+    source, self.val_examples = build_data(config)
+    self.data_iter = iter(make_loader(config, source))
+    self.metric_names = frozenset({"loss", "psnr_step_K", "psnr_step_1", "grad_norm", "val_psnr"})
+
+    def step_fn(state, batch):
+      state, key = state.next_key()
+      grads, terms, count = self.grad_fn(state.params, batch, state.mutable["estimator"]["count"], key)
+      return state.apply_gradients(grads, mutable={"estimator": {"count": count}}), terms
+
+    self.p_step = parallel.data_parallel(step_fn, config.parallel)
+
+  def init_state(self):
+    params = init_params(self.config, jax.random.PRNGKey(self.config.seed))
+    state = harness.TrainState.create(params=params, tx=make_tx(self.config),
+                                      rng=jax.random.PRNGKey(self.config.seed + 7),
+                                      mutable={"estimator": {"count": jnp.zeros((), jnp.int32)}})
+    return jax.device_get(state)
+
+  def warm_start_parts(self):
+    return ["params"]
+
+  def step(self, state, step):
+    batch = next(self.data_iter)
+    return self.p_step(state, parallel.shard({"q": batch["q"], "target": batch["target"]}, self.backend))
+
+  def learning_rate(self, state, step, scalars):
+    return harness.learning_rate(self.schedule, step - 1)  # the rate of this step's update (optax counts from 0)
+
+  def validate(self, state, step):
+    params = jax.device_get(parallel.unreplicate(state).params)
+    return {"val_psnr": patch_psnr(make_decode_fn(self.config, params), self.val_examples,
+                                   self.config.eval_batch_size)}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if config.algorithm not in algorithms.ALGORITHMS:
-    raise ConfigError(f"unknown algorithm {config.algorithm!r}; expected one of {', '.join(algorithms.ALGORITHMS)}")
-  backend = config.parallel
-  spec = decoder_spec(config)
-  grad_fn = make_grad_fn(config, spec)
-  source, val_examples = build_data(config)
-  data_iter = iter(make_loader(config, source))
-  ckpt = train.Checkpointer(workdir, config, every=config.checkpoint_every, keep=config.keep_checkpoints,
-                            best_metric=config.best_metric or None, best_mode=config.best_mode)
-  params = init_params(config, jax.random.PRNGKey(config.seed))
-  host_state, start = ckpt.restore_or_init(_host_state(config, params), data_iter)
-  state = parallel.replicate(host_state, backend)
-  schedule = make_schedule(config)
-
-  def step_fn(state, batch):
-    state, key = state.next_key()
-    grads, terms, count = grad_fn(state.params, batch, state.mutable["estimator"]["count"], key)
-    return state.apply_gradients(grads, mutable={"estimator": {"count": count}}), terms
-
-  p_step = parallel.data_parallel(step_fn, backend)
-  logger = train.TrainLogger(workdir, total_steps=config.steps, start_step=start,
-                             images_per_step=config.global_batch_size, main_metric="loss")
-
-  def validate(state) -> float:
-    params = jax.device_get(parallel.unreplicate(state).params)
-    return patch_psnr(make_decode_fn(config, params), val_examples, config.eval_batch_size)
-
-  step, scalars = start, None
-  with train.PreemptionGuard() as guard, logger:
-    try:
-      for step in range(start + 1, config.steps + 1):
-        batch = next(data_iter)
-        state, terms = p_step(state, parallel.shard({"q": batch["q"], "target": batch["target"]}, backend))
-        scalars = train.to_host_scalars(terms)
-        train.check_finite(step, scalars, last_good_step=ckpt.latest_step)
-        if ckpt.should_save(step) or step % config.eval_every == 0 or step == config.steps:
-          scalars["val_psnr"] = validate(state)
-        if step % config.log_every == 0 or "val_psnr" in scalars:
-          logger.log(step, {**scalars, "learning_rate": train.learning_rate(schedule, step)})
-        if ckpt.should_save(step):
-          ckpt.save(step, parallel.unreplicate(state), data_iter, scalars)
-        if guard.should_stop():
-          logger.message(f"stopping at step {step} on {guard.requested}: saving a checkpoint")
-          break
-      if step > start:
-        if "val_psnr" not in scalars:
-          scalars["val_psnr"] = validate(state)
-        ckpt.save(step, parallel.unreplicate(state), data_iter, scalars, force=True)
-    finally:
-      ckpt.close()
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str, data_spec: str) -> dict[str, Any]:
-  """Whole-image results on `data_spec` at `config.eval_bpp`: network vs original and plain codec vs original."""
-  _, state = train.load_for_eval(workdir)
-  params = jax.tree.map(jnp.asarray, state["params"])
-  decode_fn = make_decode_fn(config, params)
-  images = load_images(data_spec, "all" if data_spec != "sample" else "validation", config.max_eval_images)
-  rows = [patches.evaluate_image(decode_fn, img, codec=config.codec, bpp=config.eval_bpp, patch=config.patch,
-                                 batch_size=config.eval_batch_size) for img in images]
-  out: dict[str, Any] = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
-  out["num_images"] = len(rows)
-  return out
+  harness.run(config, workdir, DecoderTask(config), evaluate=evaluation.end_of_training(config, workdir))

@@ -15,7 +15,9 @@ from PIL import Image
 from jaxcomp import parallel
 from jaxcomp import train as harness
 from jaxcomp.entropy.coder import RangeCoder
-from jaxcomp.methods.cae_admm import admm, train
+from jaxcomp import evaluation
+from tests.evaluation import eval_contract
+from jaxcomp.methods.cae_admm import admm, codec as cae_codec, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -32,7 +34,7 @@ def test_config_variants_paper_values_and_lock():
   assert set(mod.VARIANTS) == {"default", "no_admm", "demo", "tiny"}
   c = mod.get_config(None)
   assert c.method == "cae_admm" and c.variant == "default"
-  assert (c.global_batch_size, c.learning_rate, c.crop_size, c.epochs) == (32, 4e-3, 128, 300)
+  assert (c.global_batch_size, c.learning_rate, c.patch_size, c.epochs) == (32, 4e-3, 128, 300)
   assert (c.plateau_factor, c.plateau_patience) == (0.5, 10)
   assert (c.admm.keep_ratio, c.admm.every_epochs, c.admm.enabled) == (0.1, 20, True)
   assert c.model.num_res_blocks == 15 and c.flips
@@ -54,14 +56,14 @@ def test_symbol_counts_and_tables_code_exactly_near_the_empirical_entropy():
   q = np.round(rng.laplace(0.0, [0.3, 1.5, 4.0], size=(64, 8, 8, 3))).astype(np.float32)
   q[0, 0, 0, 2] = 200.0  # beyond R: must take the escape path
   r = 20
-  counts = train.symbol_counts(q, r)
+  counts = cae_codec.symbol_counts(q, r)
   for ch in range(3):
     vals, n = np.unique(q[..., ch], return_counts=True)
     for v, k in zip(vals, n):
       if abs(v) <= r:
         assert counts[ch, int(v) + r] == k
     assert counts[ch, -1] == np.sum(np.abs(q[..., ch]) > r)
-  tables = train.tables_from_counts(counts)
+  tables = cae_codec.tables_from_counts(counts)
   coder = RangeCoder(tables)
   sym = q.reshape(-1, 3).T.astype(np.int64)
   idx = np.repeat(np.arange(3), sym.shape[1])
@@ -124,7 +126,7 @@ def test_resume_continues_from_checkpoint(trained, tmp_path):
 def test_codec_round_trip_equals_eval_forward_and_evaluate(trained, tmp_path):
   config, workdir = trained
   _, state = harness.load_for_eval(workdir)
-  codec = train.build_codec(config, state)
+  codec = cae_codec.build_codec(config, state)
   rng = np.random.default_rng(0)
   img = (rng.random((20, 28, 3)) * 255).astype(np.uint8)  # not a multiple of the stride: padded, then cropped
   blob = codec.compress(img)
@@ -139,8 +141,15 @@ def test_codec_round_trip_equals_eval_forward_and_evaluate(trained, tmp_path):
   folder.mkdir()
   Image.fromarray(img).save(folder / "a.png")
   Image.fromarray(img[:16, :16]).save(folder / "b.png")
-  res = train.evaluate(config, str(workdir), str(folder))
+  res = evaluation.evaluate_run(workdir, str(folder), progress=False)
   assert res["num_images"] == 2 and res["bpp"] > 0 and 0 <= res["zeros"] <= 1 and np.isfinite(res["psnr"])
+  # the one evaluation: real files against the entropy model's estimate, JPEG at the same rate, per image
+  assert res["images"][0]["name"] == "a.png" and res["jpeg"]["bpp"] > 0 and "estimated_bpp" not in res  # no density
+
+
+def test_eval_contract(trained, tmp_path, capsys):
+  _, workdir = trained
+  eval_contract.check_eval_contract(capsys, workdir, (2, 3), eval_contract.image_folder(tmp_path / "six"))
 
 
 def test_anchor_crops_indices_and_vertical_flip():

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import chex
+from PIL import Image
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,13 +17,15 @@ import optax
 import pytest
 
 import proxiqa_test_metrics
-from jaxcomp import metrics, parallel, train
+from jaxcomp import cli, evaluation, metrics, parallel, train
 from jaxcomp.entropy import codec as codec_lib
 from jaxcomp.entropy import rate_bits
 from jaxcomp.entropy import tables as tables_lib
 from jaxcomp import errors as train_errors
 from jaxcomp.errors import ConfigError
 from jaxcomp.methods.proxiqa import models
+from tests.evaluation import eval_contract
+from jaxcomp.methods.proxiqa import codec as pq_codec
 from jaxcomp.methods.proxiqa import train as pq
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
@@ -196,7 +199,7 @@ def _trimmed(tables):
   return {k: tables_lib.trim_tables(t) for k, t in tables.items()}
 
 
-def test_resume_is_exact_and_eval_writes_real_files(tmp_path, monkeypatch):
+def test_resume_is_exact_and_eval_writes_real_files(tmp_path, monkeypatch, capsys):
   c = cfg.get_config("tiny")
   c.eval_data = ""
   pq.train_and_evaluate(c, str(tmp_path / "straight"))
@@ -214,21 +217,23 @@ def test_resume_is_exact_and_eval_writes_real_files(tmp_path, monkeypatch):
   # Every checkpoint stores finalize() of its own parameters (fixed width), and the tables survive a resume.
   model = pq.build_model(c)
   for state in (mid, a, b):
-    assert state["tables"]["entropy_bottleneck"]["cdf"].shape == (c.M, pq.TABLE_SYMBOLS + 2)
+    assert state["tables"]["entropy_bottleneck"]["cdf"].shape == (c.M, pq_codec.TABLE_SYMBOLS + 2)
     ref = codec_lib.finalize(model, {"params": jax.tree.map(jnp.asarray, state["codec"]["params"])})
     chex.assert_trees_all_equal(_trimmed(state["tables"]), ref)
   chex.assert_trees_all_equal(a["tables"], b["tables"])
   medians = lambda state: state["tables"]["entropy_bottleneck"]["medians"]
   assert not np.array_equal(medians(mid), medians(b))  # each checkpoint's own tables, not the first ones
 
-  res = pq.evaluate(c, str(tmp_path / "straight"), "sample")
-  assert res["num_images"] == 1 and res["bpp"] > 0 and np.isfinite(res["psnr"])
+  eval_contract.check_eval_contract(capsys, tmp_path / "straight", (1, 2), eval_contract.image_folder(tmp_path / "six"))
+  res = evaluation.evaluate_run(tmp_path / "straight", "sample", max_images=1, progress=False)
+  assert res["num_images"] == 1 and res["total_images"] > 1 and res["step"] == 2 and res["bpp"] > 0 and np.isfinite(res["psnr"])
   # The codec is built from the stored tables alone: finalize is never called.
   with monkeypatch.context() as mp:
     mp.setattr(codec_lib, "finalize", lambda *a, **k: pytest.fail("build_codec recomputed the tables"))
-    codec = pq.build_codec(c, a)
-  from jaxcomp.data import get_source
-  image = get_source("sample", "all")[0]["image"]
+    codec = pq_codec.build_codec(c, a)
+  from jaxcomp.data import load_eval_images
+  (name, image), = load_eval_images("sample", max_images=1)
+  assert res["images"][0]["name"] == name
   blob = codec.compress(image)
   rec = res["images"][0]
   assert rec["bpp"] == pytest.approx(8 * len(blob) / (image.shape[0] * image.shape[1]))
@@ -255,12 +260,15 @@ def test_resume_is_exact_and_eval_writes_real_files(tmp_path, monkeypatch):
   np.testing.assert_allclose(rec["jpeg"]["psnr"], float(metrics.psnr(x, jnp.asarray(jpeg_img, jnp.float32))),
                              rtol=1e-5)
 
-  # RD report with a baseline, on one small crop
+  # RD curves with a baseline, on one small crop, through the one RD tool (`jaxcomp rd`)
   crop = np.ascontiguousarray(image[:64, :64])
-  written = pq.rd_report({"tiny": [str(tmp_path / "straight")]}, [("crop", crop)], str(tmp_path / "rd"),
-                         baselines=("jpeg420",))
-  assert written and all(pathlib.Path(p).exists() for p in written.values())
-  curve = json.loads(written["json:tiny"].read_text())
+  (tmp_path / "crops").mkdir()
+  Image.fromarray(crop).save(tmp_path / "crops" / "crop.png")
+  assert cli.main(["rd", "--workdir", str(tmp_path / "straight"), "--data", str(tmp_path / "crops"),
+                   "--out", str(tmp_path / "rd"), "--baselines", "jpeg420"]) == 0
+  learned = [p for p in (tmp_path / "rd").glob("*.json") if "proxiqa" in p.name]
+  assert len(learned) == 1
+  curve = json.loads(learned[0].read_text())
   # the learned point's bpp is the real file size
   assert curve["results"]["bpp"][0] == pytest.approx(8 * len(codec.compress(crop)) / 64 ** 2)
   assert (tmp_path / "rd" / "bd_rate.md").exists()
@@ -276,7 +284,6 @@ def test_resume_is_exact_and_eval_writes_real_files(tmp_path, monkeypatch):
                       str(tmp_path / "in.jxc"), str(tmp_path / "out.png")], env=env, capture_output=True, text=True,
                      timeout=600)
   assert r.returncode == 0, r.stderr[-3000:]
-  from PIL import Image
   np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), decoded)
 
 
@@ -287,11 +294,11 @@ def test_checkpoint_without_tables_still_evaluates_and_resumes(tmp_path, capsys)
   c.eval_data = ""
   host = pq.init_state(c)
   with train.Checkpointer(tmp_path, c, every=1) as ck:  # what the loop wrote before tables were stored
-    ck.save(1, host, iter(pq.make_train_loader(c)), force=True)
+    ck.save(1, host, pq.ProxIQATask(c).data_iter, force=True)
   _, state = train.load_for_eval(tmp_path)
   assert "tables" not in state
   capsys.readouterr()
-  codec = pq.build_codec(c, state)
+  codec = pq_codec.build_codec(c, state)
   err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
   assert len(err) == 1 and err[0].startswith("jaxcomp: warning:") and "no stored coding tables" in err[0]
   ref = codec_lib.finalize(pq.build_model(c), {"params": jax.tree.map(jnp.asarray, host["codec"].params)})
@@ -319,7 +326,7 @@ def test_init_from_warm_starts_the_codec_only(tmp_path, capsys):
   c.learning_rate = c.lr_after = c.aux_learning_rate = 1e-30
   capsys.readouterr()
   pq.train_and_evaluate(c, str(tmp_path / "ssim_p"))
-  assert f"codec initialised from {tmp_path / 'mse'} (step 2)" in capsys.readouterr().err
+  assert f"initialised from {tmp_path / 'mse'} (step 2)" in capsys.readouterr().err
   _, got = train.load_for_eval(tmp_path / "ssim_p")
   chex.assert_trees_all_close(got["codec"]["params"], src["codec"]["params"], atol=1e-20, rtol=0)
   assert int(got["codec"]["step"]) == 1 and "proxy" in got and "proxy" not in src

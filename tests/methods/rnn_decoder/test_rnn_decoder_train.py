@@ -2,6 +2,7 @@
 every algorithm train, each resumes exactly from a checkpoint, the JPEG 2000 64x64 variant trains, eval reports
 whole-image metrics from the workdir."""
 
+import json
 import importlib.util
 import pathlib
 import shutil
@@ -16,6 +17,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxcomp import cli, parallel, train
 from jaxcomp.methods.rnn_decoder import algorithms
+from tests.evaluation import eval_contract
 from jaxcomp.methods.rnn_decoder import train as rnn_train
 
 REPO = pathlib.Path(__file__).resolve().parents[3]
@@ -23,7 +25,7 @@ CONFIG = str(REPO / "configs" / "rnn_decoder.py")
 # The paper-size variants shrunk to test size (hidden 8, K = 2, two steps of batch 16, a checkpoint every step).
 SMALL = ["--config.hidden=8", "--config.num_steps=2", "--config.global_batch_size=16", "--config.steps=2",
          "--config.decay_steps=2", "--config.checkpoint_every=1", "--config.eval_every=2", "--config.log_every=1",
-         "--config.max_train_images=2", "--config.max_eval_images=1", "--config.eval_batch_size=512"]
+         "--config.max_train_images=2", "--config.eval_max_images=1", "--config.eval_batch_size=512"]
 _CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
                   "jax_persistent_cache_min_entry_size_bytes")
 
@@ -73,7 +75,9 @@ def test_tiny_bptt_trains_and_logs(straight_run):
   records = [r for r in train.read_metrics(straight_run) if r.get("split", "train") == "train"]
   assert [r["step"] for r in records][-1] == 3
   assert all(np.isfinite(r["loss"]) for r in records)
-  assert "val_psnr" in records[-1] and 5 < records[-1]["val_psnr"] < 60
+  evals = [r for r in train.read_metrics(straight_run) if r["split"] == "eval"]
+  assert [r["step"] for r in evals] == [2, 3]  # validated at the checkpoint (every 2) and at the last step
+  assert 5 < evals[-1]["val_psnr"] < 60
 
 
 def test_bptt_resume_is_exact(straight_run, tmp_path):
@@ -107,7 +111,7 @@ def test_variant_trains_and_resumes_exactly(variant, tmp_path):
 def test_jpeg2000_variant_trains_on_64x64_tiles(tmp_path):
   assert _train_variant("mlp_bptt_jp2", tmp_path, "--config.steps=1", "--config.eval_every=1") == 0
   config, state = train.load_for_eval(tmp_path)
-  assert config.codec == "jpeg2000" and config.patch == 64
+  assert config.codec == "jpeg2000" and config.patch_size == 64
   assert state["params"]["embed"]["W"].shape == (9, 64 * 64, 8)
   records = [r for r in train.read_metrics(tmp_path) if "val_psnr" in r]
   assert 5 < records[-1]["val_psnr"] < 60
@@ -126,7 +130,7 @@ def test_configs_hold_the_paper_settings():
     for algorithm in ("bptt", "sab", "uoro", "rtrl"):
       for suffix, codec, patch in (("", "jpeg", 8), ("_jp2", "jpeg2000", 64)):
         c = _config(f"{cell}_{algorithm}{suffix}")
-        assert (c.cell, c.algorithm, c.codec, c.patch) == (cell, algorithm, codec, patch)
+        assert (c.cell, c.algorithm, c.codec, c.patch_size) == (cell, algorithm, codec, patch)
         assert c.hidden == (32 if algorithm == "rtrl" else 512)
         assert (c.init_scale, c.learning_rate, c.clip_norm, c.global_batch_size, c.num_steps, c.alpha) == (
             0.054, 2e-4, 13.0, 256, 4, 0.235)
@@ -167,10 +171,19 @@ def test_data_parallel_gradient_is_the_whole_batch_gradient():
 
 
 def test_eval_reports_whole_image_metrics(straight_run, tmp_path, capsys):
-  assert cli.main(["eval", "--workdir", str(straight_run), "--dataset", "sample"]) == 0
+  assert cli.main(["eval", "--workdir", str(straight_run), "--dataset", "sample", "--max_images", "2"]) == 0
   out = capsys.readouterr().out
-  for key in ("codec_psnr", "gain_psnr", "ms_ssim", "vs_codec_psnr", "bpp"):
+  assert "scored 2 of 12 images" in out
+  for key in ("CODEC_PSNR", "GAIN_PSNR", "MS-SSIM", "VS_CODEC_PSNR", "bpp"):
     assert key in out
+  report = json.loads((straight_run / "eval" / "sample.json").read_text())
+  assert (report["num_images"], report["total_images"]) == (2, 12)
+  assert report["images"][0]["bpp"] > 0 and report["gain_psnr"] == pytest.approx(
+      np.mean([r["gain_psnr"] for r in report["images"]]))
+
+
+def test_eval_contract(straight_run, tmp_path, capsys):
+  eval_contract.check_eval_contract(capsys, straight_run, (2, 3), eval_contract.image_folder(tmp_path / "six"))
 
 
 def test_bad_algorithm_is_a_user_error(tmp_path, capsys):
