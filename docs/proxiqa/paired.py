@@ -7,8 +7,11 @@ confidence interval (t, df = images - 1).
 
 Reads the per-point caches `RUNS_DIR/<loss>_<lambda>.kodak_eval.pkl` written by eval_rd.py (bpp from real files),
 or with `--eval NAME` the `jaxcomp eval` results `RUNS_DIR/<loss>_<lambda>/eval/NAME.json` (which add VMAF when
-an ffmpeg with libvmaf is installed).
+an ffmpeg with libvmaf is installed). Images are paired by name; files written before image names kept their
+extension ("kodim01", now "kodim01.png") pair with newer ones by the name without it. A missing or unpaired file
+ends the script with one line (`paired.py: error: ...`, exit code 2).
 """
+import argparse
 import json
 import pathlib
 import pickle
@@ -17,45 +20,96 @@ import sys
 import numpy as np
 from scipy import stats
 
+from jaxcomp import errors
 from jaxcomp.io_utils import write_text_atomic
 
-args = sys.argv[1:]
-eval_name = None
-if "--eval" in args:
-  i = args.index("--eval")
-  eval_name, args = args[i + 1], args[:i] + args[i + 2:]
-runs_dir, loss, out, lambdas = pathlib.Path(args[0]), args[1], pathlib.Path(args[2]), args[3:]
-label = {"ssim_p": "SSIM_p", "msssim_p": "MS-SSIM_p", "vmaf_p": "VMAF_p"}[loss]
-if eval_name is None:
-  KEYS = (("bpp", "bpp", 4), ("psnr-rgb", "PSNR RGB dB", 3), ("psnr-yuv", "PSNR YUV dB", 3), ("ssim-rgb", "SSIM", 4),
-          ("ms-ssim-rgb", "MS-SSIM", 4))
-else:
-  KEYS = (("bpp", "bpp", 4), ("psnr", "PSNR RGB dB", 3), ("psnr_yuv", "PSNR YUV dB", 3), ("ssim", "SSIM", 4),
-          ("ms_ssim", "MS-SSIM", 4), ("vmaf", "VMAF", 2))
+LABELS = {"ssim_p": "SSIM_p", "msssim_p": "MS-SSIM_p", "vmaf_p": "VMAF_p"}
+CACHE_KEYS = (("bpp", "bpp", 4), ("psnr-rgb", "PSNR RGB dB", 3), ("psnr-yuv", "PSNR YUV dB", 3),
+              ("ssim-rgb", "SSIM", 4), ("ms-ssim-rgb", "MS-SSIM", 4))
+EVAL_KEYS = (("bpp", "bpp", 4), ("psnr", "PSNR RGB dB", 3), ("psnr_yuv", "PSNR YUV dB", 3), ("ssim", "SSIM", 4),
+             ("ms_ssim", "MS-SSIM", 4), ("vmaf", "VMAF", 2))
 
 
-def per_image(loss, lam):
+def per_image(runs_dir, eval_name, loss, lam):
+  """Image name -> the record of that image, of the `<loss>_<lam>` model."""
   if eval_name is not None:
-    records = json.loads((runs_dir / f"{loss}_{lam}" / "eval" / f"{eval_name}.json").read_text())["images"]
-    return {r["name"]: r for r in records}
-  with open(runs_dir / f"{loss}_{lam}.kodak_eval.pkl", "rb") as f:
+    path = runs_dir / f"{loss}_{lam}" / "eval" / f"{eval_name}.json"
+    if not path.is_file():
+      raise errors.DataError(f"{path}: no such file (run `jaxcomp eval` on that workdir first)")
+    return {r["name"]: r for r in json.loads(path.read_text())["images"]}
+  path = runs_dir / f"{loss}_{lam}.kodak_eval.pkl"
+  if not path.is_file():
+    raise errors.DataError(f"{path}: no such file (eval_rd.py writes it; --eval NAME reads `jaxcomp eval` results)")
+  with open(path, "rb") as f:
     curve, _ = pickle.load(f)
   return {r["image"]: r for r in curve.per_image[0]}
 
 
-lines = ["| lambda | " + " | ".join(f"MSE {t} | {label} - MSE {t} (95% CI)" for _, t, _ in KEYS) + " |",
-         "|---" * (1 + 2 * len(KEYS)) + "|"]
-for lam in lambdas:
-  a, b = per_image("mse", lam), per_image(loss, lam)
-  names = sorted(a)
-  assert names == sorted(b), "the two models were evaluated on different images"
-  cells = []
-  for key, _, digits in KEYS:
-    x = np.array([a[n][key] for n in names], float)
-    d = np.array([b[n][key] for n in names], float) - x
-    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-    cells += [f"{x.mean():.{digits}f}", f"{d.mean():+.{digits}f} ({d.mean() - half:+.{digits}f}, {d.mean() + half:+.{digits}f})"]
-  lines.append(f"| {lam} | " + " | ".join(cells) + " |")
-text = f"Paired per image over {len(names)} images: {label} fine-tune minus MSE fine-tune of the same base model.\n\n"
-write_text_atomic(out, text + "\n".join(lines) + "\n")
-print(text + "\n".join(lines))
+def _by_stem(records, where):
+  out = {}
+  for name, r in records.items():
+    stem = str(pathlib.PurePosixPath(name).with_suffix(""))
+    if stem in out:
+      raise errors.DataError(f"{where}: images {name!r} and another share the name {stem!r} without extension")
+    out[stem] = r
+  return out
+
+
+def pair(a, b, where):
+  """`(names, a, b)` with the two models' records keyed alike: by name, or by name without extension when the two
+  files were written by loaders that named images differently (before and after names kept their extension)."""
+  if set(a) != set(b):
+    a, b = _by_stem(a, where), _by_stem(b, where)
+    if set(a) != set(b):
+      only = sorted(set(a) ^ set(b))
+      raise errors.DataError(f"{where}: the two models were evaluated on different images ({len(only)} unpaired, "
+                             f"e.g. {only[0]!r})")
+  return sorted(a), a, b
+
+
+def run(a):
+  if a.loss not in LABELS:
+    raise errors.ConfigError(f"LOSS {a.loss!r}: expected one of {', '.join(LABELS)}")
+  runs_dir, label = pathlib.Path(a.runs_dir), LABELS[a.loss]
+  keys = CACHE_KEYS if a.eval is None else EVAL_KEYS
+  lines = ["| lambda | " + " | ".join(f"MSE {t} | {label} - MSE {t} (95% CI)" for _, t, _ in keys) + " |",
+           "|---" * (1 + 2 * len(keys)) + "|"]
+  for lam in a.lambdas:
+    names, x_rec, y_rec = pair(per_image(runs_dir, a.eval, "mse", lam), per_image(runs_dir, a.eval, a.loss, lam),
+                               f"lambda {lam}")
+    cells = []
+    for key, _, digits in keys:
+      missing = [n for n in names if key not in x_rec[n] or key not in y_rec[n]]
+      if missing:
+        raise errors.DataError(f"lambda {lam}: no {key!r} for image {missing[0]!r} (VMAF needs ffmpeg with libvmaf)")
+      x = np.array([x_rec[n][key] for n in names], float)
+      d = np.array([y_rec[n][key] for n in names], float) - x
+      half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+      cells += [f"{x.mean():.{digits}f}",
+                f"{d.mean():+.{digits}f} ({d.mean() - half:+.{digits}f}, {d.mean() + half:+.{digits}f})"]
+    lines.append(f"| {lam} | " + " | ".join(cells) + " |")
+  text = (f"Paired per image over {len(names)} images: {label} fine-tune minus MSE fine-tune of the same base "
+          "model.\n\n")
+  write_text_atomic(pathlib.Path(a.out), text + "\n".join(lines) + "\n")
+  print(text + "\n".join(lines))
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="paired.py", description=__doc__.splitlines()[0])
+  p.add_argument("runs_dir")
+  p.add_argument("loss", help=", ".join(LABELS))
+  p.add_argument("out")
+  p.add_argument("lambdas", nargs="+")
+  p.add_argument("--eval", default=None, help="read RUNS_DIR/<loss>_<lambda>/eval/NAME.json instead of the caches")
+  a = p.parse_args(argv)
+  try:
+    run(a)
+  except errors.JaxcompError as e:
+    # A missing or unpaired result file is the user's to fix: one line, as `jaxcomp` prints it.
+    print(f"{p.prog}: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

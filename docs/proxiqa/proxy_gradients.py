@@ -15,16 +15,19 @@ gradient the proxy supplies), the Pearson correlation of M_hat with M across all
 reconstructions?), besides the mean absolute error the training logs show, and the proxy on pristine pairs
 M_hat(x, x) (M = M_max there) with its correlation to M_hat(x, x_hat): a proxy that scores the source image's
 content rather than the distortion gives pristine pairs the scores of their reconstructions.
+A missing workdir or step, or a run that is not a perceptual ProxIQA run, ends the script with one line
+(`proxy_gradients.py: error: ...`, exit code 2).
 """
 import argparse
 import pathlib
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp import train as harness
-from jaxcomp.errors import JaxcompError
+from jaxcomp.errors import CheckpointError, ConfigError, JaxcompError
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as proxiqa
@@ -40,16 +43,16 @@ def norm(u):
 
 
 def load_run(spec):
-  """`(config, state)` of a ProxIQA workdir given as WORKDIR[@STEP]; bad input ends the script with one line."""
+  """`(config, state)` of a ProxIQA workdir given as WORKDIR[@STEP]; `JaxcompError` naming `spec` on bad input."""
   path, _, step = spec.partition("@")
   if step and not step.isdigit():
-    raise SystemExit(f"{spec}: STEP must be a checkpoint step number")
+    raise ConfigError(f"{spec}: STEP must be a checkpoint step number")
   try:
     config, state = harness.load_for_eval(path, int(step) if step else None)
   except JaxcompError as e:
-    raise SystemExit(f"{spec}: {e}") from None
+    raise type(e)(f"{spec}: {e}") from None
   if config.get("method") != "proxiqa":
-    raise SystemExit(f"{spec}: not a ProxIQA workdir (method {config.get('method')!r})")
+    raise CheckpointError(f"{spec}: not a ProxIQA workdir (method {config.get('method')!r})")
   return config, state
 
 
@@ -140,17 +143,13 @@ def table(rows):
   return "\n".join(lines)
 
 
-def main():
-  p = argparse.ArgumentParser()
-  p.add_argument("workdirs", nargs="+")
-  p.add_argument("--batches", type=int, default=16)
-  p.add_argument("--out", default="")
-  a = p.parse_args()
+def run(a):
+  """Everything `main` does once the arguments are parsed; raises `JaxcompError` on bad input."""
   rows = []
   for wd in a.workdirs:
     config, state = load_run(wd)
     if not proxiqa.perceptual(config):
-      raise SystemExit(f"{wd}: not a perceptual run (config.metric is empty)")
+      raise ConfigError(f"{wd}: not a perceptual run (config.metric is empty)")
     row = analyse(wd, config, state["codec"]["params"], state["proxy"]["params"], a.batches)
     print(row, flush=True)
     rows.append(row)
@@ -160,5 +159,26 @@ def main():
     write_text_atomic(pathlib.Path(a.out), text + "\n")
 
 
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="proxy_gradients.py")
+  p.add_argument("workdirs", nargs="+")
+  p.add_argument("--batches", type=int, default=16)
+  p.add_argument("--out", default="")
+  a = p.parse_args(argv)
+  if a.batches < 1:
+    p.error("--batches must be positive")
+  return guarded(p.prog, run, a)
+
+
+def guarded(prog, fn, *args):
+  """`fn(*args)`, with bad input (a `JaxcompError`) printed as one line, as `jaxcomp` does, and exit code 2."""
+  try:
+    fn(*args)
+  except JaxcompError as e:
+    print(f"{prog}: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

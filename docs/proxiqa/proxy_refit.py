@@ -16,9 +16,12 @@ batches (seed as trained), as in the table of the alternating runs. What the pro
             re-weighted region by region, so the score's dependence on *where* the error is can be learned.
 Not in the paper; the modes ask whether the alternating runs' proxies fail for lack of such variation, since with
 one codec x_hat is nearly a function of x and a proxy can fit M(x, x_hat) from x alone.
+A missing workdir or step, or bad training data in its config, ends the script with one line
+(`proxy_refit.py: error: ...`, exit code 2).
 """
 import argparse
 import pathlib
+import sys
 import time
 
 import jax
@@ -89,8 +92,8 @@ def refit(config, codec_params, metric_name, mode, steps, fraction, lr, seed):
       yield i + 1, params, float(np.mean(losses[-200:]))
 
 
-def main():
-  p = argparse.ArgumentParser()
+def main(argv=None):
+  p = argparse.ArgumentParser(prog="proxy_refit.py")
   p.add_argument("workdir", help="codec workdir[@STEP] (any loss; its codec is held fixed)")
   p.add_argument("--metric", default="ms_ssim", choices=("ssim", "ms_ssim"))
   p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
@@ -100,11 +103,16 @@ def main():
   p.add_argument("--alpha", type=float, default=3e-3, help="only scales the reported norms")
   p.add_argument("--batches", type=int, default=16)
   p.add_argument("--out", default="")
-  a = p.parse_args()
+  a = p.parse_args(argv)
   if not 0.0 < a.fraction <= 1.0:
     p.error(f"--fraction {a.fraction:g} must be in (0, 1]")
   if min(a.steps) < 1 or a.batches < 1:
     p.error("--steps and --batches must be positive")
+  return proxy_gradients.guarded(p.prog, run, a)
+
+
+def run(a):
+  """Everything `main` does once the arguments are checked; raises `JaxcompError` on bad input."""
   config, state = proxy_gradients.load_run(a.workdir)
   rows = []
   for mode in a.modes:
@@ -127,4 +135,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

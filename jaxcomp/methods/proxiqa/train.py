@@ -19,7 +19,6 @@ tables (`jaxcomp.entropy.codec.finalize` of the saved parameters, bottleneck tab
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Callable
 
 import jax
@@ -35,6 +34,7 @@ from jaxcomp.errors import CheckpointError, ConfigError
 from jaxcomp.methods.proxiqa import codec as codec_lib
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.metrics import vmaf
+from jaxcomp.metrics.host import import_metric
 from jaxcomp.metrics.vmaf import VMAF_HINT, vmaf_available, vmaf_scores
 
 Metric = Callable[[Any, Any], Any]
@@ -77,16 +77,7 @@ def host_metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     if not vmaf_available():
       raise ConfigError(f"config.metric='vmaf' needs an ffmpeg built with libvmaf, none found: {VMAF_HINT}")
     return vmaf_unit
-  if ":" not in name:
-    raise ConfigError(f"config.metric={name!r}: use ssim, ms_ssim, vmaf, or 'module:function' for your own")
-  module, fn = name.split(":", 1)
-  try:
-    f = getattr(importlib.import_module(module), fn)
-  except (ImportError, AttributeError) as e:
-    raise ConfigError(f"config.metric={name!r} cannot be imported: {e}") from None
-  if not callable(f):
-    raise ConfigError(f"config.metric={name!r} is not callable")
-  return f
+  return import_metric(name)
 
 
 # ----------------------------------------------------------------------------------------------------------------

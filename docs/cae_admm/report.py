@@ -1,16 +1,18 @@
 """CAE-ADMM reproduction on an image folder (Kodak): the Table 1 ablation with 95% confidence intervals, and the
-RD plots (SSIM, MS-SSIM vs bpp) against JPEG and JPEG 2000 through `jaxcomp.evaluation`.
+RD plots (SSIM, MS-SSIM vs bpp) against JPEG and JPEG 2000 through `jaxcomp.evaluation` (docs/cae_admm.md).
 
-  python -m jaxcomp.methods.cae_admm.report --data /work/shared/data/kodak --out docs/cae_admm --baselines-only
-  python -m jaxcomp.methods.cae_admm.report --data /work/shared/data/kodak --out docs/cae_admm \\
-      --admm /work/runs/cae/demo_c4 /work/runs/cae/demo_admm /work/runs/cae/demo_c16 \\
-      --no-admm /work/runs/cae/demo_noadmm /work/runs/cae/demo_c16_noadmm
+  python docs/cae_admm/report.py --data ../shared/data/kodak --out docs/cae_admm --baselines-only
+  python docs/cae_admm/report.py --data ../shared/data/kodak --out docs/cae_admm \\
+      --admm runs/cae_demo/demo_c4 runs/cae_demo/demo_admm runs/cae_demo/demo_c16 \\
+      --no-admm runs/cae_demo/demo_noadmm runs/cae_demo/demo_c16_noadmm
 
-Every CAE number comes from real files: each workdir's codec (`train.build_codec`) compresses and decompresses
-every image inside `evaluation.learned_rd_curve`, so bpp is 8 x file bytes / pixels and the quality is that of the
-decoded image. The zero ratio is that of the integer latent the file codes (`Codec.quantized_latents`). Each run is
-one RD point (one latent width); runs with and without ADMM at the same width form a Table 1 pair
-(`table1_c<C>.md`). The baseline curves are measured once (`--baselines-only`) and reused from `OUT/baselines`.
+Every CAE number comes from real files: each workdir's codec (`jaxcomp.methods.cae_admm.codec.build_codec`)
+compresses and decompresses every image inside `evaluation.learned_rd_curve`, so bpp is 8 x file bytes / pixels and
+the quality is that of the decoded image. The zero ratio is that of the integer latent the file codes
+(`Codec.quantized_latents`). Each run is one RD point (one latent width); runs with and without ADMM at the same
+width form a Table 1 pair (`table1_c<C>.md`). The baseline curves are measured once (`--baselines-only`) and reused
+from `OUT/baselines`. A bad folder, workdir or workdir list ends the script with one line (`report.py: error: ...`,
+exit code 2).
 
 Table 1 statistics (the paper gives 95% intervals over its 233 test crops): per model, the mean over images with a
 Student-t interval; and, because both models code the same images, the paired interval of the per-image difference
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import math
 import pathlib
+import sys
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -30,7 +33,7 @@ from scipy import stats
 
 from jaxcomp import errors, evaluation, io_utils
 from jaxcomp import train as harness
-from jaxcomp.methods.cae_admm import train
+from jaxcomp.methods.cae_admm.codec import build_codec
 
 TABLE_KEYS = ("bpp", "zeros", "psnr-rgb", "ssim-rgb", "ms-ssim-rgb")
 # The default sweeps without their top points (beyond 1.5 bpp, far above these CAE models' rates).
@@ -72,7 +75,7 @@ def load_codec(workdir: str | pathlib.Path):
   config, state = harness.load_for_eval(workdir)
   if config.get("method") != "cae_admm":
     raise errors.CheckpointError(f"{workdir}: a {config.get('method')!r} run, not cae_admm")
-  return config, train.build_codec(config, state)
+  return config, build_codec(config, state)
 
 
 def per_image_rows(curve: evaluation.RDCurve, point: int, codec, images) -> list[dict[str, Any]]:
@@ -147,35 +150,35 @@ def baseline_curves(images, out: pathlib.Path, log) -> list[evaluation.RDCurve]:
   return curves
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--data", required=True, help="image folder (Kodak)")
-  p.add_argument("--out", required=True, help="folder for the CSV / PNG / markdown outputs")
-  p.add_argument("--admm", nargs="*", default=(), help="workdirs of runs with ADMM, one RD point each")
-  p.add_argument("--no-admm", nargs="*", default=(), help="workdirs of the same runs without ADMM")
-  p.add_argument("--level", type=float, default=0.95)
-  p.add_argument("--baselines-only", action="store_true", help="measure JPEG / JPEG 2000 into OUT/baselines, stop")
-  args = p.parse_args(argv)
-  log = lambda s: print(s, flush=True)  # noqa: E731
+def load_models(admm: Sequence[str], no_admm: Sequence[str], images, log) -> dict:
+  """(ADMM?, latent channels) -> (label, codec) of the workdirs, each codec warmed up on the first image."""
+  models = {}
+  for enabled, dirs in ((True, admm), (False, no_admm)):
+    for w in dirs:
+      config, codec = load_codec(w)
+      key = (enabled, config.model.latent_channels)
+      if bool(config.admm.enabled) != enabled:
+        raise errors.ConfigError(f"{w}: a run with admm.enabled={config.admm.enabled}, listed under "
+                                 f"{'--admm' if enabled else '--no-admm'}")
+      if key in models:
+        raise errors.ConfigError(f"{w}: a second {'--admm' if enabled else '--no-admm'} run with latent_channels="
+                                 f"{key[1]} (one run per latent width and list)")
+      _warm(codec, images)
+      log(f"loaded {w} (admm={enabled}, latent_channels={key[1]})")
+      models[key] = (f"C={key[1]} {pathlib.Path(w).name}", codec)
+  return models
 
+
+def make_report(args: argparse.Namespace, log) -> None:
+  """Everything `main` does once the arguments are checked; raises `JaxcompError` on bad input."""
   images = evaluation.load_images(args.data)
+  # The runs are loaded before the (slow, on Kodak) baselines, so a wrong workdir fails before any image is coded.
+  models = {} if args.baselines_only else load_models(args.admm, args.no_admm, images, log)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   baselines = baseline_curves(images, out, log)
   if args.baselines_only:
     return
-  if not args.admm or not args.no_admm:
-    p.error("--admm and --no-admm each need at least one workdir (unless --baselines-only)")
-  models = {}  # (admm?, latent channels) -> (label, codec)
-  for enabled, dirs in ((True, args.admm), (False, args.no_admm)):
-    for w in dirs:
-      config, codec = load_codec(w)
-      key = (enabled, config.model.latent_channels)
-      if bool(config.admm.enabled) != enabled or key in models:
-        raise errors.ConfigError(f"{w}: admm.enabled={config.admm.enabled}, latent_channels="
-                                 f"{config.model.latent_channels}: wrong list or a second run of that kind")
-      _warm(codec, images)
-      models[key] = (f"C={key[1]} {pathlib.Path(w).name}", codec)
 
   curves = {}
   for enabled, name, desc in ((True, "CAE-ADMM", "CAE-ADMM demo models (static per-channel tables, real files)"),
@@ -205,5 +208,27 @@ def main(argv: Sequence[str] | None = None) -> None:
   log(evaluation.format_table(evaluation.points_rows([curves[True], curves[False]]), digits=3))
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="report.py", description=__doc__.splitlines()[0])
+  p.add_argument("--data", required=True, help="image folder (Kodak)")
+  p.add_argument("--out", required=True, help="folder for the CSV / PNG / markdown outputs")
+  p.add_argument("--admm", nargs="*", default=(), help="workdirs of runs with ADMM, one RD point each")
+  p.add_argument("--no-admm", nargs="*", default=(), help="workdirs of the same runs without ADMM")
+  p.add_argument("--level", type=float, default=0.95)
+  p.add_argument("--baselines-only", action="store_true", help="measure JPEG / JPEG 2000 into OUT/baselines, stop")
+  args = p.parse_args(argv)
+  if not args.baselines_only and (not args.admm or not args.no_admm):
+    p.error("--admm and --no-admm each need at least one workdir (unless --baselines-only)")
+  if not 0.0 < args.level < 1.0:
+    p.error(f"--level {args.level:g} must be in (0, 1)")
+  try:
+    make_report(args, lambda s: print(s, flush=True))
+  except errors.JaxcompError as e:
+    # Bad input (folder, workdir, list) is the user's to fix: one line, as `jaxcomp` prints it, not a traceback.
+    print(f"{p.prog}: error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
 if __name__ == "__main__":
-  main()
+  sys.exit(main())
