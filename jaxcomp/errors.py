@@ -23,3 +23,15 @@ class BitstreamError(JaxcompError):
 
 class TrainingDiverged(JaxcompError):
   """A NaN or Inf loss: names the step and the loss term; the last good checkpoint is kept."""
+
+
+def run_script(prog: str, fn, *args) -> int:
+  """`fn(*args)` for a script's main: a `JaxcompError` (bad input) is printed as one line, `prog: error: ...`, as
+  `jaxcomp` prints it, and gives exit code 2 instead of a traceback; 0 otherwise."""
+  import sys
+  try:
+    fn(*args)
+  except JaxcompError as e:
+    print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+  return 0

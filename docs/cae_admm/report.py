@@ -221,13 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.error("--admm and --no-admm each need at least one workdir (unless --baselines-only)")
   if not 0.0 < args.level < 1.0:
     p.error(f"--level {args.level:g} must be in (0, 1)")
-  try:
-    make_report(args, lambda s: print(s, flush=True))
-  except errors.JaxcompError as e:
-    # Bad input (folder, workdir, list) is the user's to fix: one line, as `jaxcomp` prints it, not a traceback.
-    print(f"{p.prog}: error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return errors.run_script(p.prog, make_report, args, lambda s: print(s, flush=True))  # bad input: one line, exit 2
 
 
 if __name__ == "__main__":

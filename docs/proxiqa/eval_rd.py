@@ -135,13 +135,7 @@ def main(argv=None):
   p.add_argument("--label", action="append", default=[],
                  help="LOSS=NAME, the curve name of LOSS's runs, e.g. msssim_p='BLS MS-SSIM (eq. 13)'")
   a = p.parse_args(argv)
-  try:
-    run(a)
-  except errors.JaxcompError as e:
-    # A wrong folder, workdir or argument is the user's to fix: one line, as `jaxcomp` prints it.
-    print(f"{p.prog}: error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return errors.run_script(p.prog, run, a)  # bad input: one line, exit 2
 
 
 if __name__ == "__main__":

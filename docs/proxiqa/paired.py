@@ -102,13 +102,7 @@ def main(argv=None):
   p.add_argument("lambdas", nargs="+")
   p.add_argument("--eval", default=None, help="read RUNS_DIR/<loss>_<lambda>/eval/NAME.json instead of the caches")
   a = p.parse_args(argv)
-  try:
-    run(a)
-  except errors.JaxcompError as e:
-    # A missing or unpaired result file is the user's to fix: one line, as `jaxcomp` prints it.
-    print(f"{p.prog}: error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return errors.run_script(p.prog, run, a)  # bad input: one line, exit 2
 
 
 if __name__ == "__main__":

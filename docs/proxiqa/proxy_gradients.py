@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcomp import train as harness
-from jaxcomp.errors import CheckpointError, ConfigError, JaxcompError
+from jaxcomp.errors import CheckpointError, ConfigError, JaxcompError, run_script
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as proxiqa
@@ -167,17 +167,7 @@ def main(argv=None):
   a = p.parse_args(argv)
   if a.batches < 1:
     p.error("--batches must be positive")
-  return guarded(p.prog, run, a)
-
-
-def guarded(prog, fn, *args):
-  """`fn(*args)`, with bad input (a `JaxcompError`) printed as one line, as `jaxcomp` does, and exit code 2."""
-  try:
-    fn(*args)
-  except JaxcompError as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return run_script(p.prog, run, a)
 
 
 if __name__ == "__main__":

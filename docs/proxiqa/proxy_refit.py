@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 import proxy_gradients
+from jaxcomp.errors import run_script
 from jaxcomp.io_utils import write_text_atomic
 from jaxcomp.methods.proxiqa import models
 from jaxcomp.methods.proxiqa import train as proxiqa
@@ -108,7 +109,7 @@ def main(argv=None):
     p.error(f"--fraction {a.fraction:g} must be in (0, 1]")
   if min(a.steps) < 1 or a.batches < 1:
     p.error("--steps and --batches must be positive")
-  return proxy_gradients.guarded(p.prog, run, a)
+  return run_script(p.prog, run, a)
 
 
 def run(a):

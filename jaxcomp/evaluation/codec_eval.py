@@ -93,7 +93,7 @@ def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: boo
       rec.update(estimated_bits=est, header_bits=header_bits, estimated_bpp=est / (h * w),
                  rate_gap=(8 * len(data) - est) / est, payload_gap=(8 * len(data) - header_bits - est) / est)
     rec.update(_quality(image, decoded, extra))
-    rec.update({k: float(f(image)) for k, f in own.items()})
+    rec.update({k: (None if math.isnan(v := float(f(image))) else v) for k, f in own.items()})  # n/a: None
     rec.update(encode_s=t1 - t0, decode_s=t2 - t1)
     if jpeg:
       rec["jpeg"] = _jpeg(image, rec["bpp"], extra)
@@ -128,8 +128,9 @@ def eval_table(report: Mapping[str, Any]) -> str:
   cols = [("image", "name", 0), ("bpp", "bpp", 4), ("est bpp", "estimated_bpp", 4), ("gap %", "rate_gap", 2),
           ("PSNR", "psnr", 2), ("PSNR-YUV", "psnr_yuv", 2), ("SSIM", "ssim", 4), ("MS-SSIM", "ms_ssim", 4),
           *[(k.upper(), k, 2) for k in extra], ("enc ms", "encode_s", 1), ("dec ms", "decode_s", 1)]
+  jpeg_keys = report.get("jpeg") or {}  # per-method image_metrics describe the learned codec only
   jcols = [("JPEG bpp", "bpp", 4), ("JPEG PSNR", "psnr", 2), ("JPEG SSIM", "ssim", 4),
-           ("JPEG MS-SSIM", "ms_ssim", 4), *[(f"JPEG {k.upper()}", k, 2) for k in extra]]
+           ("JPEG MS-SSIM", "ms_ssim", 4), *[(f"JPEG {k.upper()}", k, 2) for k in extra if k in jpeg_keys]]
 
   def cells(rec: Mapping[str, Any], name: str) -> list[str]:
     row = []
