@@ -4,7 +4,8 @@
   jaxcomp train --config configs/<method>.py[:variant] --workdir DIR [--config.key=value ...]
   jaxcomp eval --workdir DIR (--data FOLDER | --dataset NAME) [--step N] [--max_images N]
   jaxcomp rd --workdir DIR1 --workdir DIR2 ... (--data FOLDER | --dataset NAME) --out OUTDIR
-      [--max_images N] [--baselines jpeg420,jpeg2000,webp] [--anchor CURVE]
+      [--max_images N] [--baselines jpeg420,jpeg2000,webp] [--anchor CURVE] [--label CURVE=NAME ...]
+      [--bd pchip,cubic] [--refresh]
   jaxcomp compress --workdir DIR [--step N] in.png out.jxc
   jaxcomp decompress --workdir DIR [--step N] in.jxc out.png
 
@@ -14,7 +15,9 @@ the entropy model's estimate and their gap, PSNR RGB / YUV, SSIM, MS-SSIM, times
 the full results go to DIR/eval/<data>.json. `rd` makes RD curves from several workdirs: workdirs whose saved
 configs share a method and variant form one curve (one point per workdir, labelled by its lambda), next to the
 Pillow baselines; OUTDIR receives rd_points.csv, rd_per_image.csv, bd_rate.csv / .md (BD-rates against the anchor
-curve, by default the first workdir's), rd_<metric>.png and one CompressAI-layout JSON per curve.
+curve, by default the first workdir's; bd_rate_<method>.md for each further --bd method), estimate_vs_file.md,
+rd_<metric>.png and one CompressAI-layout JSON per curve. Each workdir's point is cached in
+DIR/eval/rd_<data>.json (keyed by its step and the images) and reused by later calls unless --refresh.
 
 Flags follow absl / ml_collections config_flags (the big_vision / flax-examples convention). Any user error prints
 `jaxcomp: error: <one line>` and exits with code 2; outputs are written atomically, so none is left half-written.
@@ -65,19 +68,24 @@ _FLAGS = {
     "anchor": _Flag(flags.DEFINE_string, "CURVE", None, "curve the BD-rates are measured against",
                     "the first workdir's curve"),
     "configs_dir": _Flag(flags.DEFINE_string, "DIR", None, "folder of config files", "./configs, else the repo's"),
+    "label": _Flag(flags.DEFINE_multi_string, "CURVE=NAME", None,
+                   "rename a curve ('<method> <variant>', e.g. 'proxiqa bls_mse=BLS MSE'); repeatable", "none"),
+    "bd": _Flag(flags.DEFINE_list, "M,...", ["pchip"],
+                "BD interpolations: pchip, cubic; the first writes bd_rate.md, the others bd_rate_<m>.md"),
+    "refresh": _Flag(flags.DEFINE_boolean, "", False, "re-measure points cached in each DIR/eval/rd_<data>.json"),
 }
 # The flags each command takes, in --help order; any other flag is refused. Keep USAGE (above) and README in step.
 COMMAND_FLAGS = {
     "list": ("configs_dir",),
     "train": ("config", "workdir"),
     "eval": ("workdir", "data", "dataset", "step", "max_images"),
-    "rd": ("workdir", "data", "dataset", "max_images", "out", "baselines", "anchor"),
+    "rd": ("workdir", "data", "dataset", "max_images", "out", "baselines", "anchor", "label", "bd", "refresh"),
     "compress": ("workdir", "step"),
     "decompress": ("workdir", "step"),
 }
 _FLAG_OVERRIDES = {  # (command, flag): the _Flag fields that differ for that command
     ("rd", "workdir"): {"help": "a run folder; repeat the flag, one workdir per rate point"},
-    ("eval", "max_images"): {"unset": "the config's eval_max_images"},
+    ("eval", "max_images"): {"unset": "all"},
 }
 _REFUSAL_NOTES = {("rd", "step"): "it uses each workdir's latest checkpoint"}
 
@@ -125,7 +133,8 @@ def command_help(command: str) -> str:
     f = _flag(command, name)
     default = ",".join(f.default) if isinstance(f.default, list) else f.default
     shown = f.unset if default is None else default
-    rows.append((f"--{name} {f.metavar}", f"{f.help} ({'required' if shown == 'required' else 'default: ' + shown})"))
+    rows.append((f"--{name} {f.metavar}".rstrip(),
+                 f"{f.help} ({'required' if shown == 'required' else f'default: {shown}'})"))
     if name == "config":
       rows.append(("--config.key=value", "override one field of the config (repeatable; see `jaxcomp list`)"))
   rows.append(("-h, --help", "print this help and exit"))
@@ -378,34 +387,18 @@ def cmd_rd(fv: flags.FlagValues, args: list[str]) -> int:
     raise ConfigError(f"--out {fv.out} is a file, not a folder")
   spec, _ = _data_spec(fv, "rd")
   workdirs = _workdirs(fv)
+  bad = [item for item in fv.label or [] if "=" not in item]
+  if bad:
+    raise ConfigError(f"--label {bad[0]!r}: expected CURVE=NAME, e.g. 'proxiqa bls_mse=BLS MSE'")
   from jaxcomp import evaluation
-  from jaxcomp.metrics import vmaf
   from jaxcomp.data import load_eval_images
-  from jaxcomp.evaluation import codecs as baseline_codecs
-  for b in fv.baselines:
-    baseline_codecs.get_baseline(b)  # unknown names fail before any work
   loaded = load_eval_images(spec, max_images=fv.max_images or 0)  # the same loader as `jaxcomp eval`
-  images = list(loaded)
-  groups: dict[str, dict] = {}
-  described: dict[str, str] = {}
-  for wd in workdirs:
-    config, codec = _codec_at(wd, None)
-    curve = f"{config.method} {config.get('variant', '')}".strip()
-    point = float(config.lmbda) if "lmbda" in config else wd.name
-    if point in groups.setdefault(curve, {}):
-      raise ConfigError(f"workdirs {groups[curve][point][0]} and {wd} are the same point ({point}) of curve "
-                        f"{curve!r}; give one workdir per rate point")
-    groups[curve][point] = (wd, codec)
-    described[curve] = f"jaxcomp {curve}, one point per workdir (lambda)"
-  progress = lambda msg: print(msg, file=sys.stderr)
-  extra = vmaf.extra_metrics()  # VMAF curves when an ffmpeg with libvmaf is found
-  curves = [evaluation.learned_rd_curve(images, {p: c for p, (_, c) in points.items()}, curve,
-                                        described[curve], progress=progress, extra_metrics=extra)
-            for curve, points in groups.items()]
-  curves += [evaluation.codec_rd_curve(images, b, progress=progress, extra_metrics=extra) for b in fv.baselines]
+  progress = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+  curves, written = evaluation.rd_run(workdirs, loaded, fv.out, baselines=fv.baselines, anchor=fv.anchor,
+                                      labels=dict(item.split("=", 1) for item in fv.label or []),
+                                      bd_methods=fv.bd, cache=not fv.refresh, progress=progress)
   anchor = fv.anchor if fv.anchor is not None else curves[0].name
-  written = evaluation.write_results(curves, fv.out, anchor=anchor)
-  rows = evaluation.rd_table(curves, anchor)
+  rows = evaluation.rd_table(curves, anchor, method=fv.bd[0] if fv.bd else "pchip")
   cols = ["name", "points", "bpp_min", "bpp_max", *[k for k in rows[0] if k.startswith("bd-")]]
   print(f"BD against {anchor!r} (BD-rate %, BD-PSNR dB):")
   print(evaluation.format_table(rows, cols))

@@ -211,6 +211,38 @@ def test_rd_writes_curves_tables_and_plots(capsys, proxiqa_workdirs, tmp_path):
   assert rows[0].startswith("name,param,bpp") and sum(r.startswith("proxiqa tiny,") for r in rows) == 2
 
 
+def test_rd_caches_points_in_the_workdir_and_writes_every_bd_method(capsys, proxiqa_workdirs, tmp_path, monkeypatch):
+  """Each point is measured once (WORKDIR/eval/rd_<data>.json) and reused, unless --refresh; --label renames a
+  curve; --bd pchip,cubic writes both BD tables; estimate_vs_file compares the entropy model with the files."""
+  import shutil
+  from jaxcomp.methods import proxiqa as pq_method  # the registry builds codecs through the package
+  lo, hi = tmp_path / "lo", tmp_path / "hi"
+  shutil.copytree(proxiqa_workdirs / "lo", lo)
+  shutil.copytree(proxiqa_workdirs / "hi", hi)
+  images = str(proxiqa_workdirs / "images")
+  argv = ["rd", "--workdir", str(lo), "--workdir", str(hi), "--data", images, "--baselines", "",
+          "--label", "proxiqa tiny=BLS tiny", "--bd", "pchip,cubic"]
+  assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+  caches = sorted((lo / "eval").glob("rd_*.json"))
+  assert len(caches) == 1 and len(json.loads(caches[0].read_text())["records"]) == 2
+  for name in ("BLS_tiny.json", "bd_rate.md", "bd_rate_cubic.md", "estimate_vs_file.md"):
+    assert (tmp_path / "a" / name).exists(), name
+  est = (tmp_path / "a" / "estimate_vs_file.csv").read_text().splitlines()
+  assert est[0].startswith("name,param,images,estimate_bpp") and len(est) == 3
+  with monkeypatch.context() as mp:  # the second call codes nothing: both points come from the caches
+    mp.setattr(pq_method, "build_codec", lambda *a: pytest.fail("a cached point was coded again"))
+    assert cli.main([*argv, "--out", str(tmp_path / "b")]) == 0
+  assert (tmp_path / "a" / "rd_points.csv").read_text() == (tmp_path / "b" / "rd_points.csv").read_text()
+  calls = []
+  real = pq_method.build_codec
+  monkeypatch.setattr(pq_method, "build_codec", lambda *a: calls.append(1) or real(*a))
+  assert cli.main([*argv, "--out", str(tmp_path / "c"), "--refresh"]) == 0
+  assert len(calls) == 2
+  capsys.readouterr()
+  _error(capsys, [*argv[:-4], "--label", "proxiqa huge=X", "--out", str(tmp_path / "d")],
+         "label 'proxiqa huge' names no curve of these workdirs")
+
+
 def test_rd_and_multi_workdir_errors(capsys, proxiqa_workdirs, tmp_path):
   lo, hi, images = (str(proxiqa_workdirs / n) for n in ("lo", "hi", "images"))
   _error(capsys, ["eval", "--workdir", lo, "--workdir", hi, "--data", images],

@@ -6,10 +6,10 @@ RD plots (SSIM, MS-SSIM vs bpp) against JPEG and JPEG 2000 through `jaxcomp.eval
       --admm runs/cae_demo/demo_c4 runs/cae_demo/demo_admm runs/cae_demo/demo_c16 \\
       --no-admm runs/cae_demo/demo_noadmm runs/cae_demo/demo_c16_noadmm
 
-Every CAE number comes from real files: each workdir's codec (`jaxcomp.methods.cae_admm.codec.build_codec`)
-compresses and decompresses every image inside `evaluation.learned_rd_curve`, so bpp is 8 x file bytes / pixels and
-the quality is that of the decoded image. The zero ratio is that of the integer latent the file codes
-(`Codec.quantized_latents`). Each run is one RD point (one latent width); runs with and without ADMM at the same
+Every CAE number comes from real files, measured by the package's one RD driver (`jaxcomp.evaluation.rd_run`, what
+`jaxcomp rd` runs, each point cached in its workdir): each workdir's codec compresses and decompresses every image,
+so bpp is 8 x file bytes / pixels and the quality is that of the decoded image. The zero ratio is that of the
+integer latent the file codes (cae_admm's `image_metrics`). Each run is one RD point (one latent width); runs with and without ADMM at the same
 width form a Table 1 pair (`table1_c<C>.md`). The baseline curves are measured once (`--baselines-only`) and reused
 from `OUT/baselines`. A bad folder, workdir or workdir list ends the script with one line (`report.py: error: ...`,
 exit code 2).
@@ -31,9 +31,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from jaxcomp import errors, evaluation, io_utils
+from jaxcomp import data, errors, evaluation, io_utils
 from jaxcomp import train as harness
-from jaxcomp.methods.cae_admm.codec import build_codec
 
 TABLE_KEYS = ("bpp", "zeros", "psnr-rgb", "ssim-rgb", "ms-ssim-rgb")
 # The default sweeps without their top points (beyond 1.5 bpp, far above these CAE models' rates).
@@ -70,22 +69,12 @@ def bootstrap_interval(values: Sequence[float], level: float = 0.95, samples: in
   return float(lo), float(hi)
 
 
-def load_codec(workdir: str | pathlib.Path):
-  """(config, codec) of a trained cae_admm workdir."""
-  config, state = harness.load_for_eval(workdir)
+def check_run(workdir: str | pathlib.Path):
+  """The saved config of a trained cae_admm workdir."""
+  config = harness.load_config(workdir)
   if config.get("method") != "cae_admm":
     raise errors.CheckpointError(f"{workdir}: a {config.get('method')!r} run, not cae_admm")
-  return config, build_codec(config, state)
-
-
-def per_image_rows(curve: evaluation.RDCurve, point: int, codec, images) -> list[dict[str, Any]]:
-  """The curve's per-image records at `point`, each with the zero ratio of the latent the file codes."""
-  by_name = dict(images)
-  rows = []
-  for rec in curve.per_image[point]:
-    z_hat = codec.quantized_latents(by_name[rec["image"]])["y_hat"]
-    rows.append({**rec, "zeros": float(np.mean(z_hat == 0))})
-  return rows
+  return config
 
 
 def table1(admm_rows: Sequence[Mapping[str, Any]], plain_rows: Sequence[Mapping[str, Any]],
@@ -133,11 +122,6 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
   return "\n".join(body) + "\n"
 
 
-def _warm(codec, images) -> None:
-  """One untimed round trip, so the first measured image's encode/decode time does not include compilation."""
-  codec.decompress(codec.compress(images[0][1]))
-
-
 def baseline_curves(images, out: pathlib.Path, log) -> list[evaluation.RDCurve]:
   """JPEG 4:2:0 and JPEG 2000 on `images`, kept in `out/baselines` (per-image CSV there) and reused when present."""
   folder = out / "baselines"
@@ -150,12 +134,12 @@ def baseline_curves(images, out: pathlib.Path, log) -> list[evaluation.RDCurve]:
   return curves
 
 
-def load_models(admm: Sequence[str], no_admm: Sequence[str], images, log) -> dict:
-  """(ADMM?, latent channels) -> (label, codec) of the workdirs, each codec warmed up on the first image."""
+def load_models(admm: Sequence[str], no_admm: Sequence[str], log) -> dict:
+  """(ADMM?, latent channels) -> (label, workdir) of the runs, checked before any image is coded."""
   models = {}
   for enabled, dirs in ((True, admm), (False, no_admm)):
     for w in dirs:
-      config, codec = load_codec(w)
+      config = check_run(w)
       key = (enabled, config.model.latent_channels)
       if bool(config.admm.enabled) != enabled:
         raise errors.ConfigError(f"{w}: a run with admm.enabled={config.admm.enabled}, listed under "
@@ -163,33 +147,33 @@ def load_models(admm: Sequence[str], no_admm: Sequence[str], images, log) -> dic
       if key in models:
         raise errors.ConfigError(f"{w}: a second {'--admm' if enabled else '--no-admm'} run with latent_channels="
                                  f"{key[1]} (one run per latent width and list)")
-      _warm(codec, images)
       log(f"loaded {w} (admm={enabled}, latent_channels={key[1]})")
-      models[key] = (f"C={key[1]} {pathlib.Path(w).name}", codec)
+      models[key] = (f"C={key[1]} {pathlib.Path(w).name}", pathlib.Path(w))
   return models
 
 
 def make_report(args: argparse.Namespace, log) -> None:
   """Everything `main` does once the arguments are checked; raises `JaxcompError` on bad input."""
-  images = evaluation.load_images(args.data)
+  images = data.load_eval_images(args.data)
   # The runs are loaded before the (slow, on Kodak) baselines, so a wrong workdir fails before any image is coded.
-  models = {} if args.baselines_only else load_models(args.admm, args.no_admm, images, log)
+  models = {} if args.baselines_only else load_models(args.admm, args.no_admm, log)
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   baselines = baseline_curves(images, out, log)
   if args.baselines_only:
     return
 
-  curves = {}
-  for enabled, name, desc in ((True, "CAE-ADMM", "CAE-ADMM demo models (static per-channel tables, real files)"),
-                              (False, "CAE no ADMM", "the same models and schedule without ADMM")):
-    points = {label: codec for (e, _), (label, codec) in sorted(models.items()) if e == enabled}
-    curves[enabled] = evaluation.learned_rd_curve(images, points, name, desc, progress=log)
+  # The package's one RD driver (what `jaxcomp rd` runs): real files, per-image records with the zero ratio of the
+  # coded latent (cae_admm's image_metrics), each point cached in its workdir.
+  names = {True: "CAE-ADMM", False: "CAE no ADMM"}
+  learned, _ = evaluation.rd_run({names[e]: [w for (e2, _), (_, w) in sorted(models.items()) if e2 == e]
+                                  for e in (True, False)}, images, None, baselines=(), progress=log)
+  curves = {e: next(c for c in learned if c.name == names[e]) for e in (True, False)}
 
   per_image = []
-  for (enabled, c), (label, codec) in sorted(models.items()):
+  for (enabled, c), (label, workdir) in sorted(models.items()):
     curve = curves[enabled]
-    rows = per_image_rows(curve, curve.params.index(label), codec, images)
+    rows = curve.per_image[curve.params.index(workdir.name)]
     per_image += [{"model": label, "admm": int(enabled), "latent_channels": c,
                    **{k: r[k] for k in ("image", "num_bytes", *TABLE_KEYS)}} for r in rows]
   io_utils.write_text_atomic(out / "table1_per_image.csv", _csv(per_image))

@@ -5,57 +5,24 @@
   ... --label ssim_p="BLS SSIM (eq. 13)"   # name a curve (runs trained with --config.use_proxy=False)
 
 RUNS_DIR holds one workdir per (loss, lambda), `mse_<lambda>`, `ssim_p_<lambda>` and optionally `msssim_p_<lambda>`
-(train_rd.sh, or stage 2 of finetune_rd.sh). `--baselines none` leaves the Pillow curves out. Does what
-`jaxcomp rd --workdir ... --data KODAK_DIR --out OUT_DIR --baselines jpeg420,jpeg2000` does (real files, RD curves,
-BD-rates, plots), with one curve per loss and BD-rates against the MSE curve (also with the classic cubic fit,
-`bd_rate_cubic.md`), plus two things `jaxcomp rd` has not: each point is cached next to its workdir
-(`<loss>_<lambda>.kodak_eval.pkl`, so finished runs can be evaluated while others train), and per model the entropy
-model's estimate (-sum log2 p of the quantized latents, `Codec.estimated_bits`) is set against the bytes actually
-written (`estimate_vs_file.md`). The baseline curves can come from a pickle cache (they do not depend on the runs),
-written when missing. A missing workdir, a bad folder or argument ends the script with one line
-(`eval_rd.py: error: ...`, exit code 2).
+(train_rd.sh, or stage 2 of finetune_rd.sh). `--baselines none` leaves the Pillow curves out. It is `jaxcomp rd`
+on those workdirs, through the same driver (`jaxcomp.evaluation.rd_run`), with one curve per loss named as in the
+docs, BD-rates against the MSE curve with both interpolations (`bd_rate.md` pchip, `bd_rate_cubic.md` cubic) and
+`estimate_vs_file.md` (per model, the entropy model's estimate against the bytes written); each point is cached in
+its workdir (`eval/rd_<data>.json`, so finished runs can be measured with `--only` while others train), and the
+baseline curves can come from a pickle cache (they do not depend on the runs), written when missing. A missing
+workdir, a bad folder or argument ends the script with one line (`eval_rd.py: error: ...`, exit code 2).
 """
 import argparse
-import csv
 import os
 import pathlib
 import pickle
 import sys
 import time
 
-from jaxcomp import errors, evaluation, train as harness
-from jaxcomp.entropy import bitstream
-from jaxcomp.evaluation import rd, report
-from jaxcomp.io_utils import write_text_atomic
-from jaxcomp.methods.proxiqa import codec as proxiqa_codec
+from jaxcomp import data, errors, evaluation, train as harness
 
 CURVE_NAMES = (("BLS MSE", "mse"), ("BLS SSIM_p", "ssim_p"), ("BLS MS-SSIM_p", "msssim_p"))
-
-
-def point(runs_dir, imgs, pixels, name, loss, lam):
-  """One rate point: its one-point RD curve and estimate row, cached in the workdir's folder (pickle)."""
-  wd = runs_dir / f"{loss}_{lam}"
-  cache = runs_dir / f"{loss}_{lam}.kodak_eval.pkl"
-  if cache.is_file():
-    with open(cache, "rb") as f:
-      return pickle.load(f)
-  config, state = harness.load_for_eval(wd)
-  if config.get("method") != "proxiqa":
-    raise errors.CheckpointError(f"{wd}: a {config.get('method')!r} run, not proxiqa")
-  codec = proxiqa_codec.build_codec(config, state)
-  lmbda = float(config.lmbda)
-  curve = evaluation.learned_rd_curve(imgs, {lmbda: codec}, name, description=f"ProxIQA {name}", progress=print)
-  est = sum(sum(codec.estimated_bits(img).values()) for _, img in imgs)
-  file_bits = 8 * sum(r["num_bytes"] for r in curve.per_image[0])
-  payload = file_bits - 8 * bitstream.overhead_bytes(1) * len(imgs)
-  row = {"name": name, "lambda": lmbda, "images": len(imgs), "estimate_bpp": est / sum(pixels),
-         "file_bpp": file_bits / sum(pixels), "payload_bpp": payload / sum(pixels),
-         "payload_vs_estimate_%": 100.0 * (payload / est - 1.0), "file_vs_estimate_%": 100.0 * (file_bits / est - 1.0)}
-  print(row, flush=True)
-  with open(cache.with_suffix(".tmp"), "wb") as f:
-    pickle.dump((curve, row), f)
-  os.replace(cache.with_suffix(".tmp"), cache)
-  return curve, row
 
 
 def run(a):
@@ -77,22 +44,20 @@ def run(a):
     raise errors.DataError(f"RUNS_DIR {runs_dir}: not a folder")
   t0 = time.time()
   print("load", os.getloadavg(), flush=True)
-  imgs = evaluation.load_images(a.kodak)
-  pixels = [img.shape[0] * img.shape[1] for _, img in imgs]
-  if a.only:  # one point, cached for the final call (lets finished runs be evaluated while others train)
-    point(runs_dir, imgs, pixels, name_of[loss], loss, lam)
+  imgs = data.load_eval_images(a.kodak)
+  if a.only:  # one point, cached in its workdir (lets finished runs be evaluated while others train)
+    evaluation.learned_point(runs_dir / a.only, imgs, progress=print)
     return
-  curves, est_rows = [], []
+  workdirs, curve_labels = [], {}
   for name, loss in curve_names:
     if loss != "mse" and not all((runs_dir / f"{loss}_{lam}").is_dir() for lam in a.lambdas):
       continue  # a curve that was not trained (MS-SSIM_p in train_rd.sh)
-    pts = [point(runs_dir, imgs, pixels, name, loss, lam) for lam in a.lambdas]
-    est_rows += [r for _, r in pts]
-    cs = [c for c, _ in pts]
-    keys = set.intersection(*(set(c.results) for c in cs))
-    curves.append(rd.RDCurve(name, cs[0].description, {k: tuple(c.results[k][0] for c in cs) for k in sorted(keys)},
-                             tuple(c.params[0] for c in cs), tuple(c.per_image[0] for c in cs)))
-  print(f"learned curves {time.time() - t0:.0f} s", flush=True)
+    workdirs += [runs_dir / f"{loss}_{lam}" for lam in a.lambdas]
+    curve_labels[f"proxiqa bls_{loss}"] = name
+  for wd in workdirs:
+    config = harness.load_config(wd)
+    if config.get("method") != "proxiqa":
+      raise errors.CheckpointError(f"{wd}: a {config.get('method')!r} run, not proxiqa")
 
   cache = pathlib.Path(a.baselines) if a.baselines not in ("", "none") else None
   if a.baselines == "none":
@@ -105,22 +70,11 @@ def run(a):
     if cache:
       with open(cache, "wb") as f:
         pickle.dump(base, f)
-  curves += base
-
-  anchor = name_of["mse"]
-  report.write_results(curves, out, anchor=anchor)  # pchip, as `jaxcomp rd`
-  rows = rd.rd_table(curves, anchor, method="cubic")
-  with open(out / "bd_rate_cubic.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-  write_text_atomic(out / "bd_rate_cubic.md", f"BD against `{anchor}` (cubic); BD-rate in %, BD-PSNR in dB.\n\n"
-                    + report.format_table(rows) + "\n")
-  with open(out / "estimate_vs_file.csv", "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=list(est_rows[0]))
-    w.writeheader()
-    w.writerows(est_rows)
-  write_text_atomic(out / "estimate_vs_file.md", report.format_table(est_rows, digits=4) + "\n")
+  # The one RD driver of the package, as `jaxcomp rd --bd pchip,cubic --label ...`: curves, BD tables (pchip in
+  # bd_rate.md, cubic in bd_rate_cubic.md), estimate_vs_file.md, plots.
+  evaluation.rd_run(workdirs, imgs, out, baselines=(), extra_curves=base, anchor=name_of["mse"],
+                    labels=curve_labels,
+                    bd_methods=("pchip", "cubic"), progress=print)
   print(f"total {time.time() - t0:.0f} s, load {os.getloadavg()}", flush=True)
 
 

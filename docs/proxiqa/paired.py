@@ -5,7 +5,8 @@ confidence interval (t, df = images - 1).
   python docs/proxiqa/paired.py RUNS_DIR LOSS OUT.md LAMBDA [LAMBDA ...]
   python docs/proxiqa/paired.py RUNS_DIR LOSS OUT.md LAMBDA [LAMBDA ...] --eval kodak
 
-Reads the per-point caches `RUNS_DIR/<loss>_<lambda>.kodak_eval.pkl` written by eval_rd.py (bpp from real files),
+Reads each point's RD cache `RUNS_DIR/<loss>_<lambda>/eval/rd_<data>.json` written by eval_rd.py / `jaxcomp rd`
+(bpp from real files; older runs: the pickle `RUNS_DIR/<loss>_<lambda>.kodak_eval.pkl` earlier versions wrote),
 or with `--eval NAME` the `jaxcomp eval` results `RUNS_DIR/<loss>_<lambda>/eval/NAME.json` (which add VMAF when
 an ffmpeg with libvmaf is installed). Images are paired by name; files written before image names kept their
 extension ("kodim01", now "kodim01.png") pair with newer ones by the name without it. A missing or unpaired file
@@ -37,9 +38,18 @@ def per_image(runs_dir, eval_name, loss, lam):
     if not path.is_file():
       raise errors.DataError(f"{path}: no such file (run `jaxcomp eval` on that workdir first)")
     return {r["name"]: r for r in json.loads(path.read_text())["images"]}
+  # The RD cache `jaxcomp rd` / eval_rd.py keep in the workdir (WORKDIR/eval/rd_<data>.json), else the pickle
+  # eval_rd.py wrote beside it before the two shared one driver.
+  caches = sorted((runs_dir / f"{loss}_{lam}" / "eval").glob("rd_*.json"))
+  if len(caches) > 1:
+    raise errors.DataError(f"{runs_dir / f'{loss}_{lam}'}: several RD caches ({', '.join(c.name for c in caches)}); "
+                           "keep the one of the images to pair")
+  if caches:
+    return {r["image"]: r for r in json.loads(caches[0].read_text())["records"]}
   path = runs_dir / f"{loss}_{lam}.kodak_eval.pkl"
   if not path.is_file():
-    raise errors.DataError(f"{path}: no such file (eval_rd.py writes it; --eval NAME reads `jaxcomp eval` results)")
+    raise errors.DataError(f"{path}: no such file, and no WORKDIR/eval/rd_*.json (eval_rd.py or `jaxcomp rd` write "
+                           "it; --eval NAME reads `jaxcomp eval` results)")
   with open(path, "rb") as f:
     curve, _ = pickle.load(f)
   return {r["image"]: r for r in curve.per_image[0]}

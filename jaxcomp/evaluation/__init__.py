@@ -28,6 +28,7 @@ from jaxcomp.evaluation.rd import (
     rd_curve_from_points,
     rd_table,
 )
+from jaxcomp.evaluation.rd_run import learned_point, rd_run
 from jaxcomp.evaluation.run import (
     end_of_training,
     evaluate_run,
@@ -50,5 +51,5 @@ __all__ = [
     "curve_from_results", "curve_to_json", "eval_table", "evaluate_codec", "format_table", "get_baseline", "image_quality", "interpolate_at",
     "learned_rd_curve", "load_images", "load_results", "measure", "plot_rd", "points_rows", "rd_curve_from_points",
     "rd_table", "write_results", "end_of_training", "evaluate_run", "evaluate_state", "report_path", "scored_line",
-    "write_report",
+    "write_report", "learned_point", "rd_run",
 ]
