@@ -55,7 +55,7 @@ def photos_train_dir(shared_dir) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def fast_compile():
   """Compile without XLA optimisations for the module (restored after): tests of tiny programs run once or twice,
-  where XLA:CPU's optimisation passes cost more than they save (/work/shared/notes/performance.md). Semantics are
+  where XLA:CPU's optimisation passes cost more than they save (../shared/notes/performance.md). Semantics are
   unchanged. Opt in per module: `pytestmark = pytest.mark.usefixtures("fast_compile")`."""
   import jax
   old = jax.config.read("jax_disable_most_optimizations")

@@ -2,7 +2,7 @@
 
 XLA:CPU lowers the kernel gradient of an input-dilated convolution (what `flax.linen.ConvTranspose` computes) to a
 convolution with both input and kernel dilation that runs 20-40x slower than the weight gradient of the ordinary
-strided convolution (docs: /work/shared/notes/performance.md). A transposed convolution is the adjoint of a strided
+strided convolution (docs: ../shared/notes/performance.md). A transposed convolution is the adjoint of a strided
 convolution `S_k`, so with `y = S_k^T x` and cotangent `g`:
 
   dL/dx = S_k(g)                        (a plain strided convolution)

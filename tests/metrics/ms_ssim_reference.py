@@ -7,7 +7,7 @@ valid convolution, relu on cs / ssim) with this exact command from the repositor
   python -m venv --system-site-packages /tmp/msssim_venv
   /tmp/msssim_venv/bin/pip install /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
   /tmp/msssim_venv/bin/pip install --no-deps pytorch-msssim==1.0.0
-  /tmp/msssim_venv/bin/python tests/metrics/ms_ssim_reference.py /work/shared/data/kodak
+  /tmp/msssim_venv/bin/python tests/metrics/ms_ssim_reference.py ../shared/data/kodak
 
 torch is never a dependency of jaxcomp: only this script imports it. All sides are even at every scale, because
 `pytorch_msssim` zero-pads odd sides before pooling where jaxcomp repeats the edge (as TensorFlow does).
