@@ -175,6 +175,28 @@ def make_train_loader(config: ml_collections.ConfigDict):
                           num_devices=parallel.local_device_count(), transforms=(degrade,))
 
 
+def init_states(config: ml_collections.ConfigDict) -> dict:
+  """Fresh host states `{"gen", ["heads",] "disc"}` (TrainStates, each with its own Adam) from `config.seed`."""
+  c = config
+  p, r = c.patch_size, c.scale
+  k_gen, k_heads, k_disc, k_state = jax.random.split(jax.random.PRNGKey(c.seed), 4)
+  gen = codec_lib.build_generator(c)
+  disc = models.Discriminator(features=c.discriminator.features)
+  lr0 = jnp.zeros((1, p // r, p // r, 3))
+  g_vars = jax.jit(lambda k: gen.init(k, lr0, train=False))(k_gen)
+  states = {"gen": harness.TrainState.from_variables(g_vars, tx=_adam(c, c.learning_rate), rng=k_state)}
+  if c.rl.enabled:
+    latent = jax.eval_shape(lambda v: gen.apply(v, lr0, train=False, method="encode"), g_vars)
+    h_vars = jax.jit(lambda k: models.ActorCritic(hidden=c.heads.hidden).init(
+        k, jnp.zeros(latent.shape, latent.dtype)))(k_heads)
+    states["heads"] = harness.TrainState.from_variables(h_vars, tx=_adam(c, c.learning_rate),
+                                                        rng=jax.random.fold_in(k_state, 1))
+  d_vars = jax.jit(lambda k: disc.init(k, jnp.zeros((1, p, p, 3)), train=False))(k_disc)
+  states["disc"] = harness.TrainState.from_variables(d_vars, tx=_adam(c, c.d_learning_rate),
+                                                     rng=jax.random.fold_in(k_state, 2))
+  return jax.device_get(states)
+
+
 class RLSRGANTask(harness.Task):
   """RL-SRGAN in the harness loop: three networks, alternating G / D updates, the RL state on the host."""
 
@@ -202,26 +224,9 @@ class RLSRGANTask(harness.Task):
     self.metric_names = frozenset(names)
 
   def init_state(self):
-    c = self.config
-    p, r = c.patch_size, c.scale
-    k_gen, k_heads, k_disc, k_state = jax.random.split(jax.random.PRNGKey(c.seed), 4)
-    gen = codec_lib.build_generator(c)
-    disc = models.Discriminator(features=c.discriminator.features)
-    lr0 = jnp.zeros((1, p // r, p // r, 3))
-    g_vars = jax.jit(lambda k: gen.init(k, lr0, train=False))(k_gen)
-    states = {"gen": harness.TrainState.from_variables(g_vars, tx=_adam(c, c.learning_rate), rng=k_state)}
+    host = init_states(self.config)
     if self.with_rl:
-      latent = jax.eval_shape(lambda v: gen.apply(v, lr0, train=False, method="encode"), g_vars)
-      h_vars = jax.jit(lambda k: models.ActorCritic(hidden=c.heads.hidden).init(
-          k, jnp.zeros(latent.shape, latent.dtype)))(k_heads)
-      states["heads"] = harness.TrainState.from_variables(h_vars, tx=_adam(c, c.learning_rate),
-                                                          rng=jax.random.fold_in(k_state, 1))
-    d_vars = jax.jit(lambda k: disc.init(k, jnp.zeros((1, p, p, 3)), train=False))(k_disc)
-    states["disc"] = harness.TrainState.from_variables(d_vars, tx=_adam(c, c.d_learning_rate),
-                                                       rng=jax.random.fold_in(k_state, 2))
-    host = jax.device_get(states)
-    if self.with_rl:
-      host["rl"] = self._rl_host(rl.init(c.rl.k), apply=0.0, target=0.0)
+      host["rl"] = self._rl_host(rl.init(self.config.rl.k), apply=0.0, target=0.0)
     return host
 
   @staticmethod
