@@ -1,11 +1,13 @@
 """Table 1 of RL-SRGAN in small, from `jaxcomp eval` reports (docs/rl_srgan.md).
 
-  python docs/rl_srgan/table1.py RL_EVAL.json SRGAN_EVAL.json [--out table.md]
+  python docs/rl_srgan/table1.py RL_EVAL.json SRGAN_EVAL.json [RL_EVAL_2.json SRGAN_EVAL_2.json ...] [--out table.md]
 
 Both reports must score the same images (same folder, same scale and JPEG quality, so the same files). Rows:
 RL-SRGAN, SRGAN (RL term off), Lanczos upsampling of the same JPEG (the `lanczos_*` columns of the RL report) and
 Pillow JPEG 4:2:0 of the full-size image at the largest quality not above each RL file's size (the `jpeg` record).
-Means over images, and paired differences against RL-SRGAN with Student-t 95% intervals over images.
+Means over images, and paired differences against RL-SRGAN with Student-t 95% intervals over images. With several
+pairs (one per seed), one table per seed and a summary: per seed, RL-SRGAN minus SRGAN and minus Lanczos (PSNR),
+and their mean over seeds.
 """
 
 from __future__ import annotations
@@ -56,13 +58,34 @@ def table(rl: dict[str, dict], srgan: dict[str, dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def seeds_summary(pairs: list[tuple[dict, dict]]) -> str:
+  lines = ["| seed | RL-SRGAN PSNR | SRGAN PSNR | Lanczos PSNR | RL-SRGAN - SRGAN | RL-SRGAN - Lanczos |",
+           "| --- | --- | --- | --- | --- | --- |"]
+  d_s, d_l = [], []
+  for i, (rl, srgan) in enumerate(pairs):
+    names = sorted(rl)
+    a = np.mean([rl[n]["psnr"] for n in names])
+    b = np.mean([srgan[n]["psnr"] for n in names])
+    c = np.mean([rl[n]["lanczos_psnr"] for n in names])
+    d_s.append(a - b)
+    d_l.append(a - c)
+    lines.append(f"| {i} | {a:.2f} | {b:.2f} | {c:.2f} | {a - b:+.3f} | {a - c:+.3f} |")
+  lines.append(f"| mean of {len(pairs)} | | | | {np.mean(d_s):+.3f} | {np.mean(d_l):+.3f} |")
+  return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("rl", type=pathlib.Path)
-  p.add_argument("srgan", type=pathlib.Path)
+  p.add_argument("reports", type=pathlib.Path, nargs="+", help="RL_EVAL.json SRGAN_EVAL.json, one pair per seed")
   p.add_argument("--out", type=pathlib.Path)
   a = p.parse_args(argv)
-  text = table(_records(a.rl), _records(a.srgan))
+  if len(a.reports) % 2:
+    p.error("give the reports in pairs: RL_EVAL.json SRGAN_EVAL.json per seed")
+  pairs = [(_records(a.reports[i]), _records(a.reports[i + 1])) for i in range(0, len(a.reports), 2)]
+  parts = [(f"Seed {i}: " if len(pairs) > 1 else "") + table(rl, srgan) for i, (rl, srgan) in enumerate(pairs)]
+  if len(pairs) > 1:
+    parts.append("Over seeds (PSNR in dB, means over the images):\n\n" + seeds_summary(pairs))
+  text = "\n".join(parts)
   print(text, end="")
   if a.out:
     from jaxcomp.io_utils import write_text_atomic

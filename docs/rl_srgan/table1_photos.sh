@@ -20,3 +20,6 @@ for seed in $SEEDS; do
   python docs/rl_srgan/table1.py "$OUT/rl_s$seed/eval/kodak.json" "$OUT/srgan_s$seed/eval/kodak.json" \
     --out "$OUT/table1_s$seed.md"
 done
+pairs=()
+for seed in $SEEDS; do pairs+=("$OUT/rl_s$seed/eval/kodak.json" "$OUT/srgan_s$seed/eval/kodak.json"); done
+python docs/rl_srgan/table1.py "${pairs[@]}" --out "$OUT/table1.md"
