@@ -87,7 +87,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "gamma": 0.9,              # discount (eq. 7)
       "value_weight": 5e-3,      # eq. 11
       "weight": 1.0,             # of l_RL in eq. 12 (1 in the paper)
-      "reward_mode": "per_batch",
+      "reward_mode": "per_batch",  # or "per_image" (rl.py): the paper does not say
+      # Where the RL gradient flows: True (the paper, "REINFORCE on the encoder parameters") into the encoder
+      # through the heads; False, the heads only (the generator then trains on the SRGAN loss alone).
+      "update_encoder": True,
   })
 
   if variant == "srgan":

@@ -125,7 +125,9 @@ def make_step(config: ml_collections.ConfigDict, vgg_module: vgg.VGG19 | None):
         loss = loss + config.vgg.weight * terms["vgg"]
       terms["srgan_loss"] = loss
       if with_rl:
-        ac = heads.apply({"params": h_params}, out["latent"])
+        # rl.update_encoder: the paper's REINFORCE on the encoder (True), or the RL term training the heads only.
+        latent = out["latent"] if config.rl.update_encoder else jax.lax.stop_gradient(out["latent"])
+        ac = heads.apply({"params": h_params}, latent)
         action = rl.sample_action(key, ac["mean"], ac["log_std"])
         l_rl, rl_terms = rl.loss(ac["mean"], ac["log_std"], ac["value"], action, batch["rl_target"],
                                  value_weight=config.rl.value_weight)

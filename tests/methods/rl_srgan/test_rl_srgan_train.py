@@ -116,6 +116,28 @@ def test_one_step_equals_the_equations_on_one_device():
                                                                                   axis=(1, 2, 3))), rtol=1e-4)
 
 
+def test_update_encoder_decides_where_the_rl_gradient_flows():
+  """rl.update_encoder=False: the RL term trains the heads only; the generator's update is the SRGAN loss's alone,
+  i.e. the same as with the RL term not applied; True (the paper): the RL term changes the generator's update."""
+  hr = _images(2, 8, 16)
+  lr = np.stack([transforms.resize(im, 0.25, "bicubic") for im in hr])
+  out = {}
+  for update_encoder, apply in ((False, 1.0), (True, 1.0), (True, 0.0)):
+    c = _cfg("tiny")
+    c.rl.update_encoder, c.rl.weight = update_encoder, 10.0
+    host = sr_train.init_states(c)
+    feed = {"hr": hr.reshape(8, 1, 16, 16, 3), "lr": lr.reshape(8, 1, 4, 4, 3),
+            "rl_apply": np.full(8, apply, np.float32), "rl_target": np.full(8, 0.7, np.float32)}
+    step = parallel.data_parallel(sr_train.make_step(c, None), c.parallel)
+    new = jax.device_get(parallel.unreplicate(step(parallel.replicate(host, c.parallel),
+                                                   parallel.shard(feed, c.parallel), None)[0]))
+    out[(update_encoder, apply)] = new["gen"].params
+  chex.assert_trees_all_close(out[(False, 1.0)], out[(True, 0.0)], rtol=1e-6, atol=1e-7)
+  # Adam's first step is about lr * sign(gradient): the RL term shows where it flips a sign, in the encoder only
+  changed = jax.tree.map(lambda a, b: not np.allclose(a, b), out[(True, 1.0)], out[(True, 0.0)])
+  assert any(jax.tree.leaves(changed["encoder"])) and not any(jax.tree.leaves(changed["decoder"]))
+
+
 def _train(workdir, *flags):
   return cli.main(["train", "--config", f"{CONFIG}:tiny", "--workdir", str(workdir), *flags])
 
