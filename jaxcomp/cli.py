@@ -431,9 +431,22 @@ def _write(path: pathlib.Path, data: bytes) -> None:
 
 
 def _check_args(args: list[str], command: str) -> tuple[pathlib.Path, pathlib.Path]:
+  """The input and output paths, checked before any coding work: the output is never the input (after resolving
+  links), never an existing folder, and its folder exists and is writable."""
+  import os
   if len(args) != 2:
     raise ConfigError(f"{command} takes an input and an output path, got {len(args)} argument(s)")
-  return pathlib.Path(args[0]), pathlib.Path(args[1])
+  src, dst = pathlib.Path(args[0]), pathlib.Path(args[1])
+  if dst.exists() and src.exists() and os.path.samefile(src, dst) or dst.resolve() == src.resolve():
+    raise ConfigError(f"{command}: output {dst} is the input {src}; it would be overwritten, give another path")
+  if dst.is_dir():
+    raise DataError(f"output {dst} is a folder; give a file name")
+  parent = dst.resolve().parent
+  if not parent.is_dir():
+    raise DataError(f"output folder {parent} does not exist")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise DataError(f"output folder {parent} is not writable")
+  return src, dst
 
 
 def cmd_compress(fv: flags.FlagValues, args: list[str]) -> int:

@@ -299,3 +299,22 @@ def test_module_entry_point_exit_code(tmp_path):
                          str(tmp_path)], capture_output=True, text=True, cwd=REPO, timeout=120)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith("jaxcomp: error: unknown variant 'huge'")
+
+
+def test_compress_and_decompress_never_destroy_their_input(capsys, toy_workdir, tmp_path):
+  """Output = input (also through a symbolic link), an existing folder, a missing or unwritable output folder: one
+  line, exit 2, before any coding; the input is untouched and nothing is written."""
+  image = tmp_path / "photo.png"
+  Image.fromarray(np.full((16, 16, 3), 77, np.uint8)).save(image)
+  before = image.read_bytes()
+  (tmp_path / "link.png").symlink_to(image)
+  (tmp_path / "folder").mkdir()
+  for command in ("compress", "decompress"):
+    base = [command, "--workdir", str(toy_workdir), str(image)]
+    _error(capsys, [*base, str(image)], f"{command}: output {image} is the input")
+    _error(capsys, [*base, str(tmp_path / "link.png")], "is the input")
+    _error(capsys, [*base, str(tmp_path / "folder")], "is a folder; give a file name")
+    _error(capsys, [*base, str(tmp_path / "nowhere" / "x.png")], "does not exist")
+  assert image.read_bytes() == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link.png", "photo.png"]
+  assert not any((tmp_path / "folder").iterdir())

@@ -261,6 +261,19 @@ class Task:
 def check_loop_config(config, task: Task) -> None:
   """The loop's own configuration checks, before any workdir is touched (one-line ConfigErrors)."""
   from jaxcomp.errors import ConfigError
+
+  def numbers(node, prefix=""):
+    for key, value in node.items():
+      if hasattr(value, "items"):
+        yield from numbers(value, f"{prefix}{key}.")
+      elif isinstance(value, float):
+        yield f"{prefix}{key}", value
+
+  for key, value in numbers(config):  # no setting of any method means anything with NaN or infinity
+    if not math.isfinite(value):
+      raise ConfigError(f"config.{key}={value} is not a finite number")
+  if "learning_rate" in config and not config.learning_rate > 0:
+    raise ConfigError(f"config.learning_rate={config.learning_rate} must be positive")
   parallel.per_device_batch_size(int(config.global_batch_size))
   if config.best_mode not in ("min", "max"):
     raise ConfigError(f"config.best_mode={config.best_mode!r} must be 'min' or 'max'")

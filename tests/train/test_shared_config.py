@@ -67,6 +67,9 @@ def _config(**kw):
     ({"checkpoint_every": 0}, "config.checkpoint_every=0 must be positive"),
     ({"log_every": -1}, "config.log_every=-1 must be positive"),
     ({"eval_every": -5}, "config.eval_every=-5 must be >= 0"),
+    ({"learning_rate": float("nan")}, "config.learning_rate=nan is not a finite number"),
+    ({"learning_rate": 0.0}, "config.learning_rate=0.0 must be positive"),
+    ({"nested": {"alpha": float("inf")}}, "config.nested.alpha=inf is not a finite number"),
 ])
 def test_loop_refuses_config_mistakes_before_the_workdir_exists(tmp_path, override, message):
   workdir = tmp_path / "run"
