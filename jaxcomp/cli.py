@@ -443,7 +443,7 @@ def _check_args(args: list[str], command: str) -> tuple[pathlib.Path, pathlib.Pa
     raise DataError(f"output {dst} is a folder; give a file name")
   parent = dst.resolve().parent
   if not parent.is_dir():
-    raise DataError(f"output folder {parent} does not exist")
+    raise DataError(f"output folder {parent} {'is a file' if parent.exists() else 'does not exist'}")
   if not os.access(parent, os.W_OK | os.X_OK):
     raise DataError(f"output folder {parent} is not writable")
   return src, dst

@@ -10,6 +10,9 @@ import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The toy method of tests/toy, registered the way a user registers a method of their own (jaxcomp.methods):
+# subprocesses inherit it. A workdir names methods, never modules.
+os.environ.setdefault("JAXCOMP_METHODS", "toy=tests.toy.method")
 
 import pytest  # noqa: E402
 

@@ -38,7 +38,7 @@ def _error(capsys, argv, *fragments):
   return lines[0]
 
 
-def _toy_checkpoint(workdir, method="tests.toy.method", width=4):
+def _toy_checkpoint(workdir, method="toy", width=4):
   """A real toy checkpoint written without training (initial state), for the paths that need one."""
   from tests.toy import config as toy_config, method as toy_method
   config = toy_config.get_config("tiny")
@@ -73,7 +73,7 @@ def test_unknown_method(capsys, tmp_path):
   _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.method=nosuch"],
          "unknown method 'nosuch'", "proxiqa")
   _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path), "--config.method=tests.toy.nope"],
-         "no module named tests.toy.nope")
+         "unknown method 'tests.toy.nope'")
   assert not any(tmp_path.iterdir())
 
 
@@ -83,9 +83,10 @@ def test_registered_method_without_module(capsys, tmp_path, monkeypatch):
          "method 'ghost' is registered but its module jaxcomp.methods.ghost.train is not available")
 
 
-def test_method_module_lacking_entry_points():
+def test_method_module_lacking_entry_points(monkeypatch):
+  monkeypatch.setitem(methods._REGISTERED, "toyconfig", "tests.toy.config")
   with pytest.raises(ConfigError, match="does not define train_and_evaluate, build_codec or evaluate"):
-    methods.get_method("tests.toy.config")
+    methods.get_method("toyconfig")
 
 
 def test_unknown_variant(capsys, tmp_path):
@@ -114,7 +115,7 @@ def test_missing_config_file_flag_and_workdir(capsys, tmp_path):
 def test_workdir_of_another_method(capsys, tmp_path):
   _toy_checkpoint(tmp_path, method="tests.toy.other")
   _error(capsys, ["train", "--config", CONFIG, "--workdir", str(tmp_path)],
-         "holds a checkpoint of method 'tests.toy.other', not 'tests.toy.method'")
+         "holds a checkpoint of method 'tests.toy.other', not 'toy'")
 
 
 def test_workdir_of_another_config_shape(capsys, toy_workdir, tmp_path):
@@ -318,3 +319,29 @@ def test_compress_and_decompress_never_destroy_their_input(capsys, toy_workdir, 
   assert image.read_bytes() == before
   assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "link.png", "photo.png"]
   assert not any((tmp_path / "folder").iterdir())
+
+
+def test_a_workdir_cannot_make_jaxcomp_import_a_module(capsys, tmp_path, monkeypatch):
+  """A checkpoint whose saved config names a module path as its method: refused in one line before any import
+  (before, `jaxcomp eval` imported it, running its code)."""
+  pkg = tmp_path / "evilpkg"
+  pkg.mkdir()
+  (pkg / "__init__.py").write_text("")
+  (pkg / "payload.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').write('ran')\n")
+  monkeypatch.syspath_prepend(str(tmp_path))
+  _toy_checkpoint(tmp_path / "wd", method="evilpkg.payload")
+  for argv in (["eval", "--workdir", str(tmp_path / "wd"), "--dataset", "sample"],
+               ["compress", "--workdir", str(tmp_path / "wd"), str(tmp_path / "a.png"), str(tmp_path / "a.jxc")],
+               ["rd", "--workdir", str(tmp_path / "wd"), "--dataset", "sample", "--out", str(tmp_path / "o")]):
+    if argv[0] == "compress":
+      Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    _error(capsys, argv, "unknown method 'evilpkg.payload'")
+  assert not (tmp_path / "ran").exists()
+
+
+def test_methods_registered_by_the_environment(monkeypatch):
+  monkeypatch.setenv("JAXCOMP_METHODS", "toy=tests.toy.method,mine=tests.toy.method")
+  assert methods.module_name("mine") == "tests.toy.method"
+  monkeypatch.setenv("JAXCOMP_METHODS", "broken")
+  with pytest.raises(ConfigError, match="expected name=package.module"):
+    methods.module_name("mine")

@@ -193,9 +193,9 @@ def test_unwritable_outputs_are_one_line(capsys, tmp_path, fake_codec):
   _one_error_line(capsys, ["decompress", *wd, str(tmp_path / "x.jxc"), str(tmp_path / "o.psd")],
                   "Pillow cannot write PSD")
   _one_error_line(capsys, ["decompress", *wd, str(tmp_path / "x.jxc"), str(tmp_path / "folder.png")],
-                  "cannot write", "folder.png")
+                  "folder.png is a folder")  # refused before decoding
   _one_error_line(capsys, ["compress", *wd, str(tmp_path / "in.png"), str(tmp_path / "x.jxc" / "y.jxc")],
-                  "cannot write", "y.jxc")
+                  "output folder", "x.jxc is a file")
   assert cli.main(["decompress", *wd, str(tmp_path / "x.jxc"), str(tmp_path / "o.png")]) == 0
   assert np.asarray(Image.open(tmp_path / "o.png")).shape == (4, 6, 3)
 

@@ -7,13 +7,20 @@ and one of
                                                   (+ optional `image_metrics(config, codec) -> {name: f(image)}`)
   evaluate(config, state, images, progress=) -> dict    other methods (the iterative decoder)
 where `state` is what `jaxcomp.train.load_for_eval` returns and `images` are `(name, uint8 HWC)` pairs; both are
-scored by the one evaluation, `jaxcomp.evaluation.evaluate_run`. `config.method` is a registered name below or a
-dotted module path (tests use a toy method that way).
+scored by the one evaluation, `jaxcomp.evaluation.evaluate_run`.
+
+`config.method` must be a registered name: the built-in methods below, or one the user registers explicitly, by
+an entry point in the `jaxcomp.methods` group of an installed package (`name = "package.module"`), by the
+environment (`JAXCOMP_METHODS="name=package.module[,name2=...]"`, how the tests register their toy method), or by
+`register(name, module)` in Python. A workdir only ever names a method: nothing it says is imported as a module
+path, so a shared workdir cannot make jaxcomp run code of its choosing (an unknown name is refused before any
+import).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import types
 
 from jaxcomp.errors import ConfigError
@@ -25,17 +32,46 @@ METHODS: dict[str, str] = {
     "rl_srgan": "jaxcomp.methods.rl_srgan",
 }
 
+ENV = "JAXCOMP_METHODS"
+ENTRY_POINT_GROUP = "jaxcomp.methods"
+_REGISTERED: dict[str, str] = {}
+
 REQUIRED = ("train_and_evaluate",)
 EVALUATION = ("build_codec", "evaluate")  # one of them
 
 
+def register(name: str, module: str) -> None:
+  """Registers a method of the user's: `config.method = name` then imports `module` (a package path)."""
+  _REGISTERED[name] = module
+
+
+def _from_env() -> dict[str, str]:
+  out = {}
+  for item in filter(None, (x.strip() for x in os.environ.get(ENV, "").split(","))):
+    name, sep, module = item.partition("=")
+    if not sep or not name.strip() or not module.strip():
+      raise ConfigError(f"{ENV}={os.environ[ENV]!r}: expected name=package.module[,name2=...]")
+    out[name.strip()] = module.strip()
+  return out
+
+
+def registry() -> dict[str, str]:
+  """Every registered method: built-ins, `jaxcomp.methods` entry points, `JAXCOMP_METHODS`, `register` calls."""
+  from importlib import metadata
+  out = dict(METHODS)
+  out.update({ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)})
+  out.update(_from_env())
+  out.update(_REGISTERED)
+  return out
+
+
 def module_name(method: str) -> str:
-  """The module path for a registered name or a dotted path; ConfigError for anything else."""
-  if method in METHODS:
-    return METHODS[method]
-  if "." in method:
-    return method
-  raise ConfigError(f"unknown method {method!r} (registered: {', '.join(sorted(METHODS))}, or a dotted module path)")
+  """The module of a registered method; a one-line ConfigError, before any import, for anything else."""
+  known = registry()
+  if method in known:
+    return known[method]
+  raise ConfigError(f"unknown method {method!r} (registered: {', '.join(sorted(known))}; register your own with "
+                    f"an entry point in the {ENTRY_POINT_GROUP!r} group or {ENV}=name=package.module)")
 
 
 def _missing(err: ModuleNotFoundError, name: str) -> bool:
@@ -51,10 +87,8 @@ def get_method(method: str) -> types.ModuleType:
   except ModuleNotFoundError as e:
     if not _missing(e, name):
       raise
-    if method in METHODS:
-      raise ConfigError(f"method {method!r} is registered but its module {name} is not available in this "
-                        "installation") from None
-    raise ConfigError(f"unknown method {method!r}: no module named {name}") from None
+    raise ConfigError(f"method {method!r} is registered but its module {name} is not available in this "
+                      "installation") from None
   lacking = [f for f in REQUIRED if not callable(getattr(module, f, None))]
   if not any(callable(getattr(module, f, None)) for f in EVALUATION):
     lacking.append(" or ".join(EVALUATION))

@@ -10,7 +10,7 @@ VARIANTS = {
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  config.method = "tests.toy.method"
+  config.method = "toy"  # registered by tests/conftest.py (JAXCOMP_METHODS=toy=tests.toy.method)
   config.seed = 0
   config.parallel = "pmap"
   config.steps = 8

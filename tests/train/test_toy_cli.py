@@ -26,7 +26,7 @@ CONFIG = str(REPO / "tests" / "toy" / "config.py")
 
 @pytest.fixture(autouse=True)
 def _toy_importable(monkeypatch):
-  monkeypatch.syspath_prepend(str(REPO))  # config.method = "tests.toy.method"
+  monkeypatch.syspath_prepend(str(REPO))  # the toy method's module, tests.toy.method (tests/conftest.py)
 
 
 pytestmark = pytest.mark.usefixtures("fast_compile")  # tiny programs: compile without XLA optimisations
