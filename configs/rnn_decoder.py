@@ -91,13 +91,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.lr_power = 2.0
   c.momentum = 0.9
   c.clip_norm = 13.0
-  c.decay_steps = 0  # 0: decay over `steps`; set it to stop the schedule depending on where a run stops
+  # The decay's horizon, fixed (the paper's steps), so that a run stopped early and resumed with a larger
+  # --config.steps is exactly the longer run (the other methods' schedules never depend on `steps` either).
+  # 0 ties it to `steps` (a shorter run then decays faster, and growing `steps` on resume changes the schedule).
+  c.decay_steps = 200_000
 
   if variant == "tiny":
     c.hidden = 8
     c.num_steps = 2
     c.global_batch_size = 16
     c.steps = 3
+    c.decay_steps = 3
     c.log_every = 1
     c.eval_every = 3
     c.checkpoint_every = 2

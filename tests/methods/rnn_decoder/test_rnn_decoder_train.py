@@ -88,6 +88,21 @@ def test_bptt_resume_is_exact(straight_run, tmp_path):
   chex.assert_trees_all_equal(a, b)
 
 
+def test_resume_is_exact_when_steps_grow(tmp_path):
+  """4 steps, then the same run resumed with --config.steps=8, equals 8 straight: the decay's horizon is a config
+  value (decay_steps), not the step count of the command that happens to run."""
+  assert cli.main(["train", "--config", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "a"), "--config.steps=4",
+                   "--config.eval_data="]) == 0
+  assert cli.main(["train", "--config", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "a"), "--config.steps=8",
+                   "--config.eval_data="]) == 0
+  assert cli.main(["train", "--config", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "b"), "--config.steps=8",
+                   "--config.eval_data="]) == 0
+  _, a = train.load_for_eval(tmp_path / "a")
+  _, b = train.load_for_eval(tmp_path / "b")
+  chex.assert_trees_all_equal(a, b)
+  assert int(a["step"]) == 8
+
+
 @pytest.mark.parametrize("variant", ["elman_rtrl", "gru_uoro", "lstm_sab"])
 def test_variant_trains_and_resumes_exactly(variant, tmp_path):
   """`jaxcomp train --config configs/rnn_decoder.py:<cell>_<algorithm>` for the online/attentive algorithms, then
