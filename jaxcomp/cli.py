@@ -335,7 +335,7 @@ def _method_for(workdir: pathlib.Path, step: int | None):
 
 
 def _data_spec(fv: flags.FlagValues, command: str) -> tuple[str, str]:
-  """`(spec for jaxcomp.data.get_source, a file-name-safe label)` from --data / --dataset."""
+  """`(spec for jaxcomp.data.load_eval_images, its label for WORKDIR/eval/<label>.json)` from --data / --dataset."""
   if bool(fv.data) == bool(fv.dataset):
     raise ConfigError(f"{command} needs exactly one of --data FOLDER or --dataset NAME")
   if fv.data:
@@ -345,7 +345,7 @@ def _data_spec(fv: flags.FlagValues, command: str) -> tuple[str, str]:
     spec, name = str(folder), folder.name or "data"
   else:
     spec = name = fv.dataset
-  return spec, re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+  return spec, name  # evaluation.report_path makes it a safe file name
 
 
 def _summary(results: dict) -> str:
@@ -437,7 +437,7 @@ def _check_args(args: list[str], command: str) -> tuple[pathlib.Path, pathlib.Pa
   if len(args) != 2:
     raise ConfigError(f"{command} takes an input and an output path, got {len(args)} argument(s)")
   src, dst = pathlib.Path(args[0]), pathlib.Path(args[1])
-  if dst.exists() and src.exists() and os.path.samefile(src, dst) or dst.resolve() == src.resolve():
+  if dst.resolve() == src.resolve() or (dst.exists() and src.exists() and os.path.samefile(src, dst)):
     raise ConfigError(f"{command}: output {dst} is the input {src}; it would be overwritten, give another path")
   if dst.is_dir():
     raise DataError(f"output {dst} is a folder; give a file name")

@@ -58,6 +58,18 @@ def _mean(records: Sequence[Mapping[str, Any]], key: str) -> float | None:
   return float(np.mean(vals)) if vals else None
 
 
+def has_estimate(codec) -> bool:
+  """Whether `codec` has an entropy model's estimate to set against its files (`Codec.estimated_bits`)."""
+  return callable(getattr(codec, "estimated_bits", None)) and getattr(codec, "has_estimate", True)
+
+
+def warm_up(codec, image: np.ndarray, warmed: set) -> None:
+  """One untimed round trip per image size, so the timed calls exclude XLA compilation."""
+  if image.shape not in warmed:
+    codec.decompress(codec.compress(image))
+    warmed.add(image.shape)
+
+
 def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: bool = True,
                    extra_metrics: Mapping[str, ExtraMetric] | None = None,
                    image_metrics: Mapping[str, Callable[[np.ndarray], float]] | None = None,
@@ -70,13 +82,11 @@ def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: boo
   """
   extra = dict(extra_metrics or {})
   own = dict(image_metrics or {})
-  has_estimate = callable(getattr(codec, "estimated_bits", None)) and getattr(codec, "has_estimate", True)
+  estimate = has_estimate(codec)
   warmed: set = set()
   per_image = []
   for name, image in images:
-    if image.shape not in warmed:  # compile this size outside the timed calls
-      codec.decompress(codec.compress(image))
-      warmed.add(image.shape)
+    warm_up(codec, image, warmed)
     t0 = time.perf_counter()
     data = codec.compress(image)
     t1 = time.perf_counter()
@@ -84,7 +94,7 @@ def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: boo
     t2 = time.perf_counter()
     h, w = image.shape[:2]
     rec: dict[str, Any] = {"name": name, "height": h, "width": w, "bytes": len(data), "bpp": 8.0 * len(data) / (h * w)}
-    if has_estimate:
+    if estimate:
       est = float(sum(codec.estimated_bits(image).values()))
       try:
         header_bits = 8 * bitstream.overhead_bytes(len(bitstream.unpack(data)[1]))
@@ -104,7 +114,7 @@ def evaluate_codec(codec, images: Sequence[tuple[str, np.ndarray]], *, jpeg: boo
     raise DataError("no images to evaluate")
   keys = ["bpp", "estimated_bpp", *QUALITY_KEYS, *extra, *own, "encode_s", "decode_s"]
   out: dict[str, Any] = {k: _mean(per_image, k) for k in keys if any(k in r for r in per_image)}
-  if has_estimate:
+  if estimate:
     bits = sum(8 * r["bytes"] for r in per_image)
     est = sum(r["estimated_bits"] for r in per_image)
     header = sum(r["header_bits"] for r in per_image)

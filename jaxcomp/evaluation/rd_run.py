@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 from typing import Any, Callable, Mapping, Sequence
 
 from jaxcomp import data
@@ -40,18 +39,20 @@ def curve_name(config) -> str:
 
 
 def _cache_path(workdir: pathlib.Path, label: str) -> pathlib.Path:
-  return workdir / "eval" / f"rd_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label) or 'data'}.json"
+  from jaxcomp.evaluation.run import file_label
+  return workdir / "eval" / f"rd_{file_label(label)}.json"
 
 
 def learned_point(workdir: str | pathlib.Path, images: data.EvalImages, *, cache: bool = True,
                   extra_metrics: Mapping[str, rd.ExtraMetric] | None = None,
                   progress: Callable[[str], None] | None = None) -> tuple[Any, list[dict[str, Any]]]:
   """`(config, per-image records)` of a workdir's latest checkpoint on `images` (cached, see the module docstring)."""
-  from jaxcomp.evaluation.run import is_codec
+  from jaxcomp.evaluation.codec_eval import has_estimate, warm_up
+  from jaxcomp.evaluation.run import image_metrics, is_codec
   from jaxcomp.train import restore
   workdir = pathlib.Path(workdir)
   step = restore.latest_step(workdir)
-  config, state = restore.load_for_eval(workdir, step)
+  config = restore.load_config(workdir, step)  # the saved config decides a cache hit; parameters only on a miss
   if not is_codec(config):
     raise ConfigError(f"workdir {workdir}: method {config.method!r} writes no bitstream of its own; rd takes codecs")
   key = {"version": CACHE_VERSION, "method": config.method, "step": int(step), "data": images.label, "images": images.names,
@@ -66,14 +67,13 @@ def learned_point(workdir: str | pathlib.Path, images: data.EvalImages, *, cache
       return config, saved["records"]
   from jaxcomp import methods
   method = methods.get_method(config.method)
+  _, state = restore.load_for_eval(workdir, step)
   codec = method.build_codec(config, state)
-  estimate = callable(getattr(codec, "estimated_bits", None)) and getattr(codec, "has_estimate", True)
-  own = method.image_metrics(config, codec) if callable(getattr(method, "image_metrics", None)) else {}
+  estimate = has_estimate(codec)
+  own = image_metrics(method, config, codec)
   records, warmed = [], set()
   for name, image in images:
-    if image.shape not in warmed:  # compile this size outside the timed calls
-      codec.decompress(codec.compress(image))
-      warmed.add(image.shape)
+    warm_up(codec, image, warmed)
     rec = rd.measure(name, image, codec.compress, codec.decompress, extra_metrics)
     if estimate:
       rec["estimated_bits"] = float(sum(codec.estimated_bits(image).values()))
@@ -134,7 +134,7 @@ def rd_run(workdirs: Sequence[str | pathlib.Path] | Mapping[str, Sequence[str | 
     workdirs = [wd for wds in workdirs.values() for wd in wds]
   else:
     given = {}
-  unknown = sorted(set(labels) - {curve_name(_saved_config(wd)) for wd in workdirs})
+  unknown = sorted(set(labels) - {curve_name(_saved_config(wd)) for wd in workdirs}) if labels else []
   if unknown:  # before any image is coded
     raise ConfigError(f"label {unknown[0]!r} names no curve of these workdirs (curves are '<method> <variant>')")
   groups: dict[str, dict[Any, tuple[pathlib.Path, list]]] = {}

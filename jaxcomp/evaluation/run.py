@@ -38,6 +38,17 @@ def grayscale(config) -> bool:
   return bool(getattr(_method(config), "GRAYSCALE", False) or config.get("grayscale", False))
 
 
+def image_metrics(method, config, codec) -> dict[str, Callable]:
+  """The method's own per-image numbers (`image_metrics(config, codec)` of its package), or none."""
+  fn = getattr(method, "image_metrics", None)
+  return fn(config, codec) if callable(fn) else {}
+
+
+def file_label(label: str) -> str:
+  """`label` (a folder name, a dataset name) made safe as a file name."""
+  return re.sub(r"[^A-Za-z0-9_.-]+", "_", label) or "data"
+
+
 class _Progress:
   """A tqdm bar over the images on stderr (the callback `evaluate_codec` calls once per image)."""
 
@@ -61,9 +72,8 @@ def evaluate_state(config, state, images: data.EvalImages, *, jpeg: bool = True,
   if callable(getattr(method, "build_codec", None)):
     from jaxcomp.metrics import vmaf
     codec = method.build_codec(config, state)
-    image_metrics = method.image_metrics(config, codec) if callable(getattr(method, "image_metrics", None)) else {}
     report = evaluate_codec(codec, list(images), jpeg=jpeg, extra_metrics=vmaf.extra_metrics(),
-                            image_metrics=image_metrics, progress=progress)
+                            image_metrics=image_metrics(method, config, codec), progress=progress)
   else:
     report = method.evaluate(config, state, list(images), progress=progress)
   report.update(data=images.label, num_images=len(images), total_images=images.total)
@@ -92,7 +102,7 @@ def evaluate_run(workdir: str | pathlib.Path, data_spec: str, *, step: int | Non
 
 def report_path(workdir: str | pathlib.Path, label: str) -> pathlib.Path:
   """`WORKDIR/eval/<label>.json`, the label made file-name safe."""
-  return pathlib.Path(workdir) / "eval" / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', label) or 'data'}.json"
+  return pathlib.Path(workdir) / "eval" / f"{file_label(label)}.json"
 
 
 def write_report(workdir: str | pathlib.Path, label: str, report: dict[str, Any]) -> pathlib.Path:

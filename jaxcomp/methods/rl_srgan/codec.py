@@ -120,16 +120,16 @@ def image_metrics(config: ml_collections.ConfigDict, codec: SRCodec) -> dict[str
   """Per-image numbers `jaxcomp eval` adds: the paper's Lanczos baseline on the same JPEG (same file, same rate)."""
   from jaxcomp.evaluation.rd import image_quality
 
-  cache: dict[int, dict[str, float]] = {}
+  # Both numbers come from one Lanczos decode: keep it for the image last asked about (held, so its identity is
+  # not reused by another array while cached).
+  last: dict[str, Any] = {"image": None, "quality": None}
 
   def lanczos(image: np.ndarray) -> dict[str, float]:
-    key = id(image)
-    if key not in cache:
-      cache.clear()
+    if last["image"] is not image:
       h, w = image.shape[:2]
       lr = decode_jpeg(codec.encode_lr(image), 3)
-      cache[key] = image_quality(image, lanczos_upsample(lr, codec.scale, h, w))
-    return cache[key]
+      last.update(image=image, quality=image_quality(image, lanczos_upsample(lr, codec.scale, h, w)))
+    return last["quality"]
 
   return {"lanczos_psnr": lambda image: lanczos(image)["psnr-rgb"],
           "lanczos_ms_ssim": lambda image: lanczos(image)["ms-ssim-rgb"]}
